@@ -1,0 +1,165 @@
+//! Wires the parts together for `sentry` (serve): load or generate the bundle, start the CA, the
+//! serving certificate, the gRPC listener and the health/metrics endpoints, and shut down cleanly
+//! on SIGINT/SIGTERM.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::info;
+
+use crate::bundle::{self, Bundle};
+use crate::ca::{Ca, Lifetimes, Signer};
+use crate::config::Config;
+use crate::pb::ca_server::CaServer;
+use crate::server::grpc::{CaService, ControlPlane};
+use crate::server::http;
+use crate::server::tls::{self, ServingCert};
+use crate::store::file::FileStore;
+use crate::telemetry::health::Target;
+use crate::telemetry::{Metrics, Readiness};
+use crate::validator::Validators;
+
+/// Runs Sentry until a shutdown signal arrives.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "Starting Dapr Sentry certificate authority (sentry-rs)"
+    );
+    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+    let readiness = Readiness::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let healthz = bind(&config.healthz.to_bind_string()).await?;
+    info!(addr = %healthz.local_addr()?, "Healthz server is listening");
+    tokio::spawn(http::serve_healthz(healthz, readiness.clone(), stopped()));
+    match &config.metrics {
+        Some(addr) => {
+            let listener = bind(&addr.to_bind_string()).await?;
+            info!(addr = %listener.local_addr()?, "metrics server started");
+            tokio::spawn(http::serve_metrics(listener, metrics.clone(), stopped()));
+        }
+        None => {}
+    }
+    readiness.set_ready(Target::Metrics);
+
+    let bundle = load_or_generate(&config, &metrics).context("error creating CA")?;
+    let signer = Signer::new(bundle).context("error creating CA")?;
+    publish_expiry(&metrics, signer.bundle());
+    let ca = Arc::new(Ca::new(
+        signer,
+        Lifetimes {
+            ttl: config.workload_cert_ttl,
+            allowed_clock_skew: config.allowed_clock_skew,
+        },
+    ));
+    readiness.set_ready(Target::Ca);
+
+    let (serving, renew_at) = ServingCert::issue(&ca, config.sentry_id.clone())
+        .context("issuing Sentry's serving certificate")?;
+    info!(id = %config.sentry_id, renew_at = %renew_at, "Issued Sentry's serving certificate");
+    readiness.set_ready(Target::SecurityProvider);
+    tokio::spawn(
+        serving
+            .clone()
+            .renew_forever(ca.clone(), metrics.clone(), renew_at),
+    );
+
+    let service = CaService::new(
+        ca,
+        Arc::new(Validators::new(config.validators.clone())),
+        metrics,
+        ControlPlane {
+            namespace: config.namespace.clone(),
+            cluster_domain: config.trust_domain.to_string(),
+        },
+    );
+    let grpc = bind(&config.grpc.to_bind_string()).await?;
+    info!(addr = %grpc.local_addr()?, "Running gRPC server");
+    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(serving)?));
+    let incoming = ReceiverStream::new(tls::spawn_accept_loop(grpc, acceptor));
+    readiness.set_ready(Target::GrpcServer);
+
+    let server = tonic::transport::Server::builder()
+        .add_service(CaServer::new(service))
+        .serve_with_incoming_shutdown(incoming, stopped());
+    let signal = async {
+        shutdown_signal().await;
+        info!("Shutting down");
+    };
+    tokio::select! {
+        res = server => res.context("gRPC server failed")?,
+        () = signal => {}
+    }
+    readiness.set_not_ready(Target::GrpcServer);
+    let _ = stop_tx.send(true);
+    info!("Sentry shut down gracefully");
+    Ok(())
+}
+
+async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))
+}
+
+fn load_or_generate(config: &Config, metrics: &Metrics) -> anyhow::Result<Bundle> {
+    let store = FileStore::new(config.credentials.clone());
+    info!("Using local file system for trust bundle storage");
+    let now = OffsetDateTime::now_utc();
+    if let Some(bundle) = store.load(now).context("failed to get CA bundle")? {
+        info!("Root and issuer certs found: using credentials from store");
+        return Ok(bundle);
+    }
+    info!(key_type = ?config.key_type, "Root and issuer certs not found: generating self signed CA");
+    let bundle = bundle::generate(
+        &config.trust_domain,
+        &config.namespace,
+        config.key_type,
+        config.allowed_clock_skew,
+        now,
+    )?;
+    store.save(&bundle).context("failed to store CA bundle")?;
+    metrics.issuercert_changed.inc();
+    Ok(bundle)
+}
+
+fn publish_expiry(metrics: &Metrics, bundle: &Bundle) {
+    metrics
+        .issuercert_expiry
+        .set(bundle.issuer_not_after.unix_timestamp());
+    metrics
+        .rootcert_expiry
+        .set(bundle.anchors_not_after.unix_timestamp());
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

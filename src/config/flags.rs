@@ -1,0 +1,157 @@
+//! Command-line flags, with the names and defaults of Dapr's sentry (single-dash long flags such as
+//! `-port 50001` are accepted, as Go's flag package does).
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser, ValueEnum};
+
+use crate::bundle::KeyType;
+
+/// Where the trust bundle lives and which identities Sentry trusts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Bundle in a directory; insecure validator by default.
+    Standalone,
+    /// Bundle in the `dapr-trust-bundle` Secret/ConfigMap; Kubernetes token validator.
+    Kubernetes,
+}
+
+/// Log verbosity, Dapr's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Everything, including per-request outcomes.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Problems that need no action yet.
+    Warn,
+    /// Failures.
+    Error,
+    /// Only failures that stop Sentry.
+    Fatal,
+}
+
+/// Sentry's flags (the `serve` command line).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "sentry",
+    version,
+    about = "Dapr Sentry certificate authority (Rust)"
+)]
+pub struct Flags {
+    /// Configuration: a `Configuration` YAML file (standalone) or resource name (kubernetes).
+    /// Defaults to `daprsystem`; when not given and no such file exists, built-in defaults apply.
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Directory holding the trust bundle in standalone mode.
+    #[arg(long, default_value = "/var/run/secrets/dapr.io/credentials")]
+    pub issuer_credentials: PathBuf,
+    /// Trust anchors file name (absolute path overrides the directory).
+    #[arg(long, default_value = "ca.crt")]
+    pub issuer_ca_filename: String,
+    /// Issuer certificate chain file name (absolute path overrides the directory).
+    #[arg(long, default_value = "issuer.crt")]
+    pub issuer_certificate_filename: String,
+    /// Issuer private key file name (absolute path overrides the directory).
+    #[arg(long, default_value = "issuer.key")]
+    pub issuer_key_filename: String,
+    /// Control-plane trust domain (Sentry's own identity and generated CA subjects).
+    #[arg(long, default_value = "localhost")]
+    pub trust_domain: String,
+    /// gRPC port.
+    #[arg(long, default_value_t = 50001)]
+    pub port: u16,
+    /// gRPC bind address (empty: all interfaces).
+    #[arg(long, default_value = "")]
+    pub listen_address: String,
+    /// Health endpoint port.
+    #[arg(long, default_value_t = 8080)]
+    pub healthz_port: u16,
+    /// Health endpoint bind address (empty: all interfaces).
+    #[arg(long, default_value = "")]
+    pub healthz_listen_address: String,
+    /// Where the bundle lives and how tokens are checked.
+    #[arg(long, value_enum, default_value_t = Mode::Standalone)]
+    pub mode: Mode,
+    /// Kubeconfig used when not running inside a cluster.
+    #[arg(long, env = "KUBE_CONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Key algorithm for a generated root and issuer (beyond Dapr, which always uses Ed25519).
+    #[arg(long, value_enum, default_value_t = KeyType::Ed25519)]
+    pub key_type: KeyType,
+    /// Log level.
+    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+    /// Write logs to this file instead of standard output.
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+    /// Logs as JSON lines.
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub log_as_json: bool,
+    /// Serve Prometheus metrics.
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    pub enable_metrics: bool,
+    /// Metrics port.
+    #[arg(long, default_value_t = 9090)]
+    pub metrics_port: u16,
+    /// Metrics bind address.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub metrics_listen_address: String,
+}
+
+/// Rewrites Go-style single-dash long flags (`-port`) to clap's double-dash form.
+pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
+    args.into_iter()
+        .enumerate()
+        .map(|(i, arg)| {
+            let single_dash_long = i > 0
+                && arg.len() > 2
+                && arg.starts_with('-')
+                && !arg.starts_with("--")
+                && arg.as_bytes()[1].is_ascii_alphabetic();
+            if single_dash_long {
+                format!("-{arg}")
+            } else {
+                arg
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_dash_flags() {
+        let args = normalize_args(
+            [
+                "sentry",
+                "-port",
+                "7",
+                "--healthz-port=8",
+                "-log-as-json",
+                "-v",
+            ]
+            .map(String::from),
+        );
+        assert_eq!(
+            args,
+            [
+                "sentry",
+                "--port",
+                "7",
+                "--healthz-port=8",
+                "--log-as-json",
+                "-v"
+            ]
+        );
+        let flags = Flags::try_parse_from(&args[..5]).unwrap();
+        assert_eq!(flags.port, 7);
+        assert_eq!(flags.healthz_port, 8);
+        assert!(flags.log_as_json);
+        assert!(flags.enable_metrics);
+        let flags = Flags::try_parse_from(["sentry", "--enable-metrics=false"]).unwrap();
+        assert!(!flags.enable_metrics);
+    }
+}

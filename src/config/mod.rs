@@ -1,0 +1,377 @@
+//! Configuration: flags, environment and the Dapr `Configuration`, resolved once at start-up into
+//! one typed [`Config`]. Nothing else reads flags, files or the environment for settings.
+
+mod duration;
+mod file;
+mod flags;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use duration::parse_go_duration;
+pub use file::{expand_env, ConfigurationFile, TokenValidatorSpec};
+pub use flags::{normalize_args, Flags, LogLevel, Mode};
+
+use crate::bundle::KeyType;
+use crate::spiffe::{SpiffeError, SpiffeId, TrustDomain};
+use crate::validator::ValidatorKind;
+
+/// Default workload certificate lifetime (Dapr's `24h`).
+pub const DEFAULT_WORKLOAD_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Default NotBefore backdating (Dapr's `15m`).
+pub const DEFAULT_ALLOWED_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
+/// The configuration name Dapr uses when `--config` is not given.
+pub const DEFAULT_CONFIG_NAME: &str = "daprsystem";
+/// The app id of Sentry's own identity.
+pub const SENTRY_APP_ID: &str = "dapr-sentry";
+
+/// Why the configuration could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The `--config` file could not be read.
+    #[error("config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The `--config` file is not a valid `Configuration`.
+    #[error("config file {path}: {problem}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// `--trust-domain` is not a valid SPIFFE trust domain.
+    #[error("--trust-domain {value:?}: {source}")]
+    TrustDomain {
+        /// The flag's value.
+        value: String,
+        /// Why it was refused.
+        source: SpiffeError,
+    },
+    /// `NAMESPACE` is not a valid SPIFFE path segment.
+    #[error("NAMESPACE {value:?}: {source}")]
+    Namespace {
+        /// The variable's value.
+        value: String,
+        /// Why it was refused.
+        source: SpiffeError,
+    },
+    /// A setting is not available in this build or mode.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Paths of the trust-bundle files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialPaths {
+    /// Trust anchors (`ca.crt`).
+    pub anchors: PathBuf,
+    /// Issuer certificate chain (`issuer.crt`).
+    pub issuer_cert: PathBuf,
+    /// Issuer private key (`issuer.key`).
+    pub issuer_key: PathBuf,
+}
+
+impl CredentialPaths {
+    /// Joins each file name to `dir` unless the name is an absolute path (Dapr ≥ 1.15).
+    pub fn new(dir: &Path, anchors: &str, issuer_cert: &str, issuer_key: &str) -> Self {
+        let join = |name: &str| {
+            let p = Path::new(name);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                dir.join(p)
+            }
+        };
+        Self {
+            anchors: join(anchors),
+            issuer_cert: join(issuer_cert),
+            issuer_key: join(issuer_key),
+        }
+    }
+}
+
+/// Which validators are enabled and which one answers requests that name none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatorSet {
+    /// Enabled validators.
+    pub enabled: Vec<ValidatorKind>,
+    /// Validator used for `UNKNOWN`; `None` means the request must name one.
+    pub default: Option<ValidatorKind>,
+}
+
+/// Host and port of a listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddr {
+    /// Host name or address; empty means all interfaces.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl ListenAddr {
+    /// `host:port` in a form `tokio::net::lookup_host` accepts (empty host = all interfaces).
+    pub fn to_bind_string(&self) -> String {
+        let host = if self.host.is_empty() {
+            "0.0.0.0"
+        } else {
+            &self.host
+        };
+        if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{}", self.port)
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// Logging settings.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Verbosity.
+    pub level: LogLevel,
+    /// Optional log file.
+    pub file: Option<PathBuf>,
+    /// JSON lines instead of text.
+    pub json: bool,
+}
+
+/// Everything Sentry needs to know, resolved once at start-up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the bundle lives.
+    pub mode: Mode,
+    /// Control-plane trust domain.
+    pub trust_domain: TrustDomain,
+    /// Sentry's namespace (`NAMESPACE`, default `default`).
+    pub namespace: String,
+    /// Sentry's own SPIFFE ID: what clients authorise, and the token audience.
+    pub sentry_id: SpiffeId,
+    /// Workload certificate lifetime.
+    pub workload_cert_ttl: Duration,
+    /// NotBefore backdating.
+    pub allowed_clock_skew: Duration,
+    /// Enabled validators.
+    pub validators: ValidatorSet,
+    /// Bundle directory (standalone).
+    pub credentials_dir: PathBuf,
+    /// Bundle file paths (standalone); their base names are the Secret keys (kubernetes).
+    pub credentials: CredentialPaths,
+    /// Key algorithm of a generated CA.
+    pub key_type: KeyType,
+    /// gRPC listener.
+    pub grpc: ListenAddr,
+    /// Health listener.
+    pub healthz: ListenAddr,
+    /// Metrics listener, when metrics are enabled.
+    pub metrics: Option<ListenAddr>,
+    /// Kubeconfig path (kubernetes mode outside a cluster).
+    pub kubeconfig: Option<PathBuf>,
+    /// Logging.
+    pub log: LogOptions,
+}
+
+impl Config {
+    /// Resolves flags plus environment (`NAMESPACE`) plus the configuration file.
+    pub fn resolve(flags: &Flags, namespace_env: Option<String>) -> Result<Self, ConfigError> {
+        let trust_domain =
+            TrustDomain::parse(&flags.trust_domain).map_err(|source| ConfigError::TrustDomain {
+                value: flags.trust_domain.clone(),
+                source,
+            })?;
+        let namespace = namespace_env
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or_else(|| "default".to_owned());
+        let sentry_id =
+            SpiffeId::new(trust_domain.clone(), &namespace, SENTRY_APP_ID).map_err(|source| {
+                ConfigError::Namespace {
+                    value: namespace.clone(),
+                    source,
+                }
+            })?;
+        let file = load_configuration(flags)?;
+        let (cfg_path, mtls) = match &file {
+            Some((path, f)) => (path.clone(), Some(&f.spec.mtls)),
+            None => (PathBuf::new(), None),
+        };
+        let duration = |value: Option<&String>, field: &str, default: Duration| match value {
+            None => Ok(default),
+            Some(v) if v.trim().is_empty() => Ok(default),
+            Some(v) => parse_go_duration(v).map_err(|problem| ConfigError::Invalid {
+                path: cfg_path.clone(),
+                problem: format!("spec.mtls.{field}: {problem}"),
+            }),
+        };
+        let workload_cert_ttl = duration(
+            mtls.and_then(|m| m.workload_cert_ttl.as_ref()),
+            "workloadCertTTL",
+            DEFAULT_WORKLOAD_CERT_TTL,
+        )?;
+        if workload_cert_ttl.is_zero() {
+            return Err(ConfigError::Invalid {
+                path: cfg_path,
+                problem: "spec.mtls.workloadCertTTL must be greater than zero".into(),
+            });
+        }
+        let allowed_clock_skew = duration(
+            mtls.and_then(|m| m.allowed_clock_skew.as_ref()),
+            "allowedClockSkew",
+            DEFAULT_ALLOWED_CLOCK_SKEW,
+        )?;
+        let specs = mtls.map(|m| m.token_validators.as_slice()).unwrap_or(&[]);
+        let validators = resolve_validators(flags.mode, specs, &cfg_path)?;
+        if flags.mode == Mode::Kubernetes {
+            return Err(ConfigError::Unsupported(
+                "--mode kubernetes is not available in this build yet".into(),
+            ));
+        }
+        Ok(Self {
+            mode: flags.mode,
+            trust_domain,
+            namespace,
+            sentry_id,
+            workload_cert_ttl,
+            allowed_clock_skew,
+            validators,
+            credentials_dir: flags.issuer_credentials.clone(),
+            credentials: CredentialPaths::new(
+                &flags.issuer_credentials,
+                &flags.issuer_ca_filename,
+                &flags.issuer_certificate_filename,
+                &flags.issuer_key_filename,
+            ),
+            key_type: flags.key_type,
+            grpc: ListenAddr {
+                host: flags.listen_address.clone(),
+                port: flags.port,
+            },
+            healthz: ListenAddr {
+                host: flags.healthz_listen_address.clone(),
+                port: flags.healthz_port,
+            },
+            metrics: flags.enable_metrics.then(|| ListenAddr {
+                host: flags.metrics_listen_address.clone(),
+                port: flags.metrics_port,
+            }),
+            kubeconfig: flags.kubeconfig.clone(),
+            log: LogOptions {
+                level: flags.log_level,
+                file: flags.log_file.clone(),
+                json: flags.log_as_json,
+            },
+        })
+    }
+}
+
+/// Reads the configuration file: an explicit `--config` must load; the default name is optional.
+fn load_configuration(flags: &Flags) -> Result<Option<(PathBuf, ConfigurationFile)>, ConfigError> {
+    let (path, explicit) = match &flags.config {
+        Some(p) if !p.is_empty() => (PathBuf::from(p), true),
+        _ => (PathBuf::from(DEFAULT_CONFIG_NAME), false),
+    };
+    if flags.mode == Mode::Kubernetes {
+        // In Kubernetes mode the name refers to a Configuration resource (read by the kube store).
+        return Ok(None);
+    }
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(ConfigError::Read { path, source }),
+    };
+    let parsed = file::parse(&text).map_err(|problem| ConfigError::Invalid {
+        path: path.clone(),
+        problem,
+    })?;
+    Ok(Some((path, parsed)))
+}
+
+fn resolve_validators(
+    mode: Mode,
+    specs: &[TokenValidatorSpec],
+    path: &Path,
+) -> Result<ValidatorSet, ConfigError> {
+    let invalid = |problem: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let mut extra = Vec::new();
+    for spec in specs {
+        match spec.name.to_ascii_lowercase().as_str() {
+            "kubernetes" | "insecure" => return Err(invalid(
+                "the built-in 'kubernetes' and 'insecure' validators cannot be configured manually"
+                    .into(),
+            )),
+            "jwks" => extra.push(ValidatorKind::Jwks),
+            other => return Err(invalid(format!("invalid token validator name: {other}"))),
+        }
+    }
+    if !extra.is_empty() {
+        return Err(ConfigError::Unsupported(
+            "the jwks token validator is not available in this build yet".into(),
+        ));
+    }
+    Ok(match mode {
+        Mode::Standalone => ValidatorSet {
+            enabled: vec![ValidatorKind::Insecure],
+            default: Some(ValidatorKind::Insecure),
+        },
+        Mode::Kubernetes => ValidatorSet {
+            enabled: vec![ValidatorKind::Kubernetes],
+            default: Some(ValidatorKind::Kubernetes),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn defaults_without_config_file() {
+        let flags = Flags::try_parse_from(["sentry"]).unwrap();
+        let cfg = Config::resolve(&flags, None).unwrap();
+        assert_eq!(cfg.workload_cert_ttl, DEFAULT_WORKLOAD_CERT_TTL);
+        assert_eq!(cfg.allowed_clock_skew, DEFAULT_ALLOWED_CLOCK_SKEW);
+        assert_eq!(cfg.namespace, "default");
+        assert_eq!(
+            cfg.sentry_id.to_string(),
+            "spiffe://localhost/ns/default/dapr-sentry"
+        );
+        assert_eq!(cfg.validators.default, Some(ValidatorKind::Insecure));
+    }
+
+    #[test]
+    fn explicit_missing_config_is_an_error() {
+        let flags = Flags::try_parse_from(["sentry", "--config", "/nonexistent/cfg.yaml"]).unwrap();
+        let err = Config::resolve(&flags, None).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/cfg.yaml"), "{err}");
+    }
+
+    #[test]
+    fn absolute_file_names_override_dir() {
+        let p = CredentialPaths::new(Path::new("/d"), "ca.crt", "/abs/issuer.crt", "k");
+        assert_eq!(p.anchors, Path::new("/d/ca.crt"));
+        assert_eq!(p.issuer_cert, Path::new("/abs/issuer.crt"));
+        assert_eq!(p.issuer_key, Path::new("/d/k"));
+    }
+
+    #[test]
+    fn manual_builtin_validators_refused() {
+        let spec = TokenValidatorSpec {
+            name: "Kubernetes".into(),
+            options: Default::default(),
+        };
+        assert!(resolve_validators(Mode::Standalone, &[spec], Path::new("c")).is_err());
+    }
+
+    #[test]
+    fn bad_trust_domain_flag() {
+        let flags = Flags::try_parse_from(["sentry", "--trust-domain", "Bad Domain"]).unwrap();
+        assert!(Config::resolve(&flags, None).is_err());
+    }
+}

@@ -1,0 +1,42 @@
+//! `sentry`: the Dapr Sentry certificate authority. Parses flags (Dapr's names), resolves the
+//! configuration, and runs the server until SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use sentry::config::{normalize_args, Config, Flags};
+use sentry::telemetry::logging;
+
+fn main() -> ExitCode {
+    let flags = Flags::parse_from(normalize_args(std::env::args()));
+    let config = match Config::resolve(&flags, std::env::var("NAMESPACE").ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: invalid configuration: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = logging::init(&config.log) {
+        eprintln!("error: opening log file: {e}");
+        return ExitCode::FAILURE;
+    }
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(sentry::app::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Telemetry: logs ([`logging`]), Prometheus metrics with Dapr's names ([`metrics`]) and the
+//! readiness that `/healthz` reports ([`health`]).
+
+pub mod health;
+pub mod logging;
+pub mod metrics;
+
+pub use health::Readiness;
+pub use metrics::Metrics;

@@ -1,0 +1,80 @@
+//! Validators decide who is asking. Each takes a `SignCertificate` request and either refuses it
+//! (→ `PermissionDenied` with the validator's message) or returns the trust domain of the
+//! identity to issue. The common checks every validator runs live in [`common`].
+
+pub mod common;
+pub mod insecure;
+
+use crate::config::ValidatorSet;
+use crate::pb::sign_certificate_request::TokenValidator;
+use crate::pb::SignCertificateRequest;
+use crate::spiffe::TrustDomain;
+
+/// The validators Sentry knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValidatorKind {
+    /// No credential check (standalone mode).
+    Insecure,
+    /// Kubernetes service-account token.
+    Kubernetes,
+    /// JWT checked against a JWKS.
+    Jwks,
+}
+
+/// Why a request's validator could not be chosen or refused the request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    /// The request named no validator and there is no default.
+    #[error("a validator name must be specified in this environment")]
+    NoValidator,
+    /// The named validator is unknown or not enabled.
+    #[error("the requested validator is not enabled")]
+    NotEnabled,
+    /// The validator refused the request.
+    #[error("{0}")]
+    Denied(String),
+}
+
+/// The enabled validators.
+pub struct Validators {
+    set: ValidatorSet,
+    insecure: insecure::Insecure,
+}
+
+impl Validators {
+    /// Builds the validators named in `set`.
+    pub fn new(set: ValidatorSet) -> Self {
+        Self {
+            set,
+            insecure: insecure::Insecure,
+        }
+    }
+
+    /// Picks the validator for a request: its own choice, else the default.
+    pub fn choose(&self, requested: i32) -> Result<ValidatorKind, ValidationError> {
+        let kind = match TokenValidator::try_from(requested) {
+            Ok(TokenValidator::Unknown) => self.set.default.ok_or(ValidationError::NoValidator)?,
+            Ok(TokenValidator::Insecure) => ValidatorKind::Insecure,
+            Ok(TokenValidator::Kubernetes) => ValidatorKind::Kubernetes,
+            Ok(TokenValidator::Jwks) => ValidatorKind::Jwks,
+            Err(_) => return Err(ValidationError::NotEnabled),
+        };
+        if self.set.enabled.contains(&kind) {
+            Ok(kind)
+        } else {
+            Err(ValidationError::NotEnabled)
+        }
+    }
+
+    /// Runs the chosen validator; returns the trust domain of the identity to issue.
+    pub async fn validate(
+        &self,
+        kind: ValidatorKind,
+        req: &SignCertificateRequest,
+    ) -> Result<TrustDomain, ValidationError> {
+        match kind {
+            ValidatorKind::Insecure => self.insecure.validate(req),
+            ValidatorKind::Kubernetes | ValidatorKind::Jwks => Err(ValidationError::NotEnabled),
+        }
+    }
+}
