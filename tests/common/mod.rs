@@ -1,0 +1,383 @@
+//! Test harness: runs the real `sentry` binary on free loopback ports and talks to it over real
+//! TLS with the crate's own sidecar-style client.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use sentry::bundle::KeyType;
+use sentry::pb::{SignCertificateRequest, SignCertificateResponse};
+
+/// Path of the binary under test.
+pub const SENTRY: &str = env!("CARGO_BIN_EXE_sentry");
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running sentry process; killed on drop.
+pub struct Sentry {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub grpc: SocketAddr,
+    pub healthz: SocketAddr,
+    pub metrics: SocketAddr,
+    pub log: PathBuf,
+}
+
+/// Options for starting sentry.
+#[derive(Default, Clone)]
+pub struct Opts {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Contents of a Configuration YAML passed with --config.
+    pub config_yaml: Option<String>,
+}
+
+impl Opts {
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_owned());
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.to_owned(), v.to_owned()));
+        self
+    }
+    pub fn config(mut self, yaml: &str) -> Self {
+        self.config_yaml = Some(yaml.to_owned());
+        self
+    }
+    /// A Configuration with the given TTL and skew.
+    pub fn mtls(self, ttl: &str, skew: &str) -> Self {
+        self.config(&format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: daprsystem\nspec:\n  mtls:\n    workloadCertTTL: {ttl}\n    allowedClockSkew: {skew}\n"
+        ))
+    }
+}
+
+fn command(
+    creds: &Path,
+    grpc: u16,
+    healthz: u16,
+    metrics: u16,
+    opts: &Opts,
+    log: &Path,
+) -> Command {
+    let mut cmd = Command::new(SENTRY);
+    cmd.arg("--issuer-credentials")
+        .arg(creds)
+        .args([
+            "--listen-address",
+            "127.0.0.1",
+            "--healthz-listen-address",
+            "127.0.0.1",
+        ])
+        .args(["--metrics-listen-address", "127.0.0.1"])
+        .arg("--port")
+        .arg(grpc.to_string())
+        .arg("--healthz-port")
+        .arg(healthz.to_string())
+        .arg("--metrics-port")
+        .arg(metrics.to_string())
+        .args(&opts.args)
+        .env_remove("NAMESPACE")
+        .env(
+            "RUST_LOG",
+            "debug,h2=info,hyper=info,tower=info,rustls=info",
+        )
+        .stdin(Stdio::null());
+    for (k, v) in &opts.env {
+        cmd.env(k, v);
+    }
+    if let Ok(f) = std::fs::File::create(log) {
+        if let Ok(f2) = f.try_clone() {
+            cmd.stdout(f).stderr(f2);
+        }
+    }
+    cmd
+}
+
+impl Sentry {
+    /// Starts sentry with credentials in `dir/creds` and waits until /healthz is 200.
+    pub fn start(dir: &Path, opts: Opts) -> Sentry {
+        let s = Self::spawn(dir, opts);
+        s.wait_ready();
+        s
+    }
+
+    /// Starts sentry without waiting.
+    pub fn spawn(dir: &Path, mut opts: Opts) -> Sentry {
+        let creds = dir.join("creds");
+        if let Some(yaml) = opts.config_yaml.take() {
+            let cfg = dir.join("config.yaml");
+            std::fs::write(&cfg, yaml).unwrap();
+            opts.args.push("--config".into());
+            opts.args.push(cfg.display().to_string());
+        }
+        let (g, h, m) = (free_port(), free_port(), free_port());
+        let log = dir.join(format!("sentry-{g}.log"));
+        let child = command(&creds, g, h, m, &opts, &log).spawn().unwrap();
+        Sentry {
+            child,
+            dir: dir.to_path_buf(),
+            grpc: SocketAddr::from(([127, 0, 0, 1], g)),
+            healthz: SocketAddr::from(([127, 0, 0, 1], h)),
+            metrics: SocketAddr::from(([127, 0, 0, 1], m)),
+            log,
+        }
+    }
+
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if http_get(self.healthz, "/healthz").map(|(s, _)| s) == Some(200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("sentry not ready; log:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn creds(&self) -> PathBuf {
+        self.dir.join("creds")
+    }
+
+    pub fn anchors(&self) -> Vec<u8> {
+        std::fs::read(self.creds().join("ca.crt")).unwrap()
+    }
+
+    /// A gRPC client over a fresh TLS connection that authorises `server_id`.
+    pub async fn client_for(
+        &self,
+        server_id: &str,
+    ) -> Result<
+        sentry::pb::ca_client::CaClient<tonic::transport::Channel>,
+        sentry::client::ClientError,
+    > {
+        let tls = Arc::new(sentry::client::tls_config(&self.anchors(), server_id)?);
+        sentry::client::connect(self.grpc, tls).await
+    }
+
+    /// A client that authorises the default Sentry ID.
+    pub async fn client(&self) -> sentry::pb::ca_client::CaClient<tonic::transport::Channel> {
+        self.client_for("spiffe://localhost/ns/default/dapr-sentry")
+            .await
+            .unwrap()
+    }
+
+    pub fn metrics_text(&self) -> String {
+        http_get(self.metrics, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Sentry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs sentry to completion (for start-up failures); returns its output.
+pub fn run_to_exit(dir: &Path, opts: Opts) -> Output {
+    let mut s = Sentry::spawn(dir, opts);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            panic!("sentry did not exit; log:\n{}", s.log_text());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = s.child.wait().unwrap();
+    let text = s.log_text();
+    Output {
+        status,
+        stdout: text.into_bytes(),
+        stderr: Vec::new(),
+    }
+}
+
+/// Minimal HTTP/1.1 GET; returns status and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// A well-formed request for `id` in `namespace` with a fresh key of `key_type`.
+pub fn request(id: &str, namespace: &str, key_type: KeyType) -> SignCertificateRequest {
+    let (_key, csr) = sentry::client::new_csr(key_type).unwrap();
+    SignCertificateRequest {
+        id: id.into(),
+        namespace: namespace.into(),
+        certificate_signing_request: csr.into_bytes(),
+        ..Default::default()
+    }
+}
+
+/// Signs a request over a fresh connection.
+pub async fn sign(
+    s: &Sentry,
+    req: SignCertificateRequest,
+) -> Result<SignCertificateResponse, tonic::Status> {
+    s.client()
+        .await
+        .sign_certificate(req)
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Splits a PEM text into DER certificates.
+pub fn pem_certs(pem_bytes: &[u8]) -> Vec<Vec<u8>> {
+    pem::parse_many(pem_bytes)
+        .unwrap()
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(|b| b.into_contents())
+        .collect()
+}
+
+/// The certificate chain a TLS server presents (no verification).
+pub async fn server_chain(addr: SocketAddr) -> Vec<CertificateDer<'static>> {
+    #[derive(Debug)]
+    struct Record(
+        Mutex<Vec<CertificateDer<'static>>>,
+        Arc<rustls::crypto::CryptoProvider>,
+    );
+    impl ServerCertVerifier for Record {
+        fn verify_server_cert(
+            &self,
+            ee: &CertificateDer<'_>,
+            im: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            let mut v = vec![ee.clone().into_owned()];
+            v.extend(im.iter().map(|c| c.clone().into_owned()));
+            *self.0.lock().unwrap() = v;
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                m,
+                c,
+                d,
+                &self.1.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                m,
+                c,
+                d,
+                &self.1.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.1.signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let rec = Arc::new(Record(Mutex::new(Vec::new()), provider.clone()));
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(rec.clone())
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("x").unwrap(), tcp)
+        .await
+        .unwrap();
+    let chain = rec.0.lock().unwrap().clone();
+    chain
+}
+
+/// Runs a command and asserts success, returning stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Snapshot of a directory: file names and contents.
+pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        std::fs::read(e.path()).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}

@@ -1,0 +1,3 @@
+module sentryrs/x509verify
+
+go 1.22
