@@ -43,13 +43,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let healthz = bind(&config.healthz.to_bind_string()).await?;
     info!(addr = %healthz.local_addr()?, "Healthz server is listening");
     tokio::spawn(http::serve_healthz(healthz, readiness.clone(), stopped()));
-    match &config.metrics {
-        Some(addr) => {
-            let listener = bind(&addr.to_bind_string()).await?;
-            info!(addr = %listener.local_addr()?, "metrics server started");
-            tokio::spawn(http::serve_metrics(listener, metrics.clone(), stopped()));
-        }
-        None => {}
+    if let Some(addr) = &config.metrics {
+        let listener = bind(&addr.to_bind_string()).await?;
+        info!(addr = %listener.local_addr()?, "metrics server started");
+        tokio::spawn(http::serve_metrics(listener, metrics.clone(), stopped()));
     }
     readiness.set_ready(Target::Metrics);
 

@@ -184,7 +184,7 @@ fn parse_certs(pem_bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, String>
 
 fn parse_cert<'a>(der: &'a CertificateDer<'_>) -> Result<X509Certificate<'a>, String> {
     match X509Certificate::from_der(der.as_ref()) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err("trailing data after certificate".into()),
         Err(e) => Err(format!("failed to parse certificate: {e}")),
     }

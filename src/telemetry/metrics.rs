@@ -40,6 +40,12 @@ impl Metrics {
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         };
+        let servercert_issue_failed = counter_vec(
+            "dapr_sentry_servercert_issue_failed_total",
+            "The number of server TLS certificate issuance failures.",
+        )?;
+        // Export the series at zero from the start so alerts can use rate() on it.
+        servercert_issue_failed.with_label_values(&["sign"]);
         Ok(Self {
             sign_requests: counter(
                 "dapr_sentry_cert_sign_request_received_total",
@@ -53,10 +59,7 @@ impl Metrics {
                 "dapr_sentry_cert_sign_failure_total",
                 "The number of errors occurred when signing the CSR.",
             )?,
-            servercert_issue_failed: counter_vec(
-                "dapr_sentry_servercert_issue_failed_total",
-                "The number of server TLS certificate issuance failures.",
-            )?,
+            servercert_issue_failed,
             issuercert_changed: counter(
                 "dapr_sentry_issuercert_changed_total",
                 "The number of issuer cert updates, when issuer cert or key is changed.",
