@@ -18,20 +18,37 @@ async fn a_thousand_concurrent_requests_all_succeed_with_distinct_serials() {
     }
     // Build the CSRs first so the requests really overlap on the server.
     let requests: Vec<_> = (0..1000)
-        .map(|i| request(&format!("app-{i}"), "default", if i % 2 == 0 { KeyType::Ed25519 } else { KeyType::EcdsaP256 }))
+        .map(|i| {
+            request(
+                &format!("app-{i}"),
+                "default",
+                if i % 2 == 0 {
+                    KeyType::Ed25519
+                } else {
+                    KeyType::EcdsaP256
+                },
+            )
+        })
         .collect();
     let mut tasks = Vec::new();
     for (i, req) in requests.into_iter().enumerate() {
         let mut c = clients[i % clients.len()].clone();
-        tasks.push(tokio::spawn(async move { c.sign_certificate(req).await.map(|r| r.into_inner()) }));
+        tasks.push(tokio::spawn(async move {
+            c.sign_certificate(req).await.map(|r| r.into_inner())
+        }));
     }
     let mut serials = HashSet::new();
     for t in tasks {
         let resp = t.await.unwrap().expect("every request succeeds");
         let leaf = pem_certs(&resp.workload_certificate).remove(0);
         let (_, cert) = x509_parser::parse_x509_certificate(&leaf).unwrap();
-        assert!(serials.insert(cert.raw_serial().to_vec()), "duplicate serial");
+        assert!(
+            serials.insert(cert.raw_serial().to_vec()),
+            "duplicate serial"
+        );
     }
     assert_eq!(serials.len(), 1000);
-    assert!(s.metrics_text().contains("dapr_sentry_cert_sign_success_total 1000"));
+    assert!(s
+        .metrics_text()
+        .contains("dapr_sentry_cert_sign_success_total 1000"));
 }
