@@ -14,22 +14,79 @@ use tracing::info;
 
 use crate::bundle::{self, Bundle};
 use crate::ca::{Ca, Lifetimes, Signer};
-use crate::config::Config;
+use crate::config::{self, Config, ConfigError, Flags, LoadedConfiguration, Mode};
+use crate::k8s;
 use crate::pb::ca_server::CaServer;
 use crate::server::grpc::{CaService, ControlPlane};
 use crate::server::http;
 use crate::server::tls::{self, ServingCert};
 use crate::store::file::FileStore;
+use crate::store::kube::{Keys, KubeStore};
 use crate::telemetry::health::Target;
 use crate::telemetry::{Metrics, Readiness};
+use crate::validator::kubernetes::KubernetesValidator;
 use crate::validator::Validators;
 
-/// Runs Sentry until a shutdown signal arrives.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Resolves the configuration (from a file, or from the API server in Kubernetes mode) and runs
+/// Sentry until a shutdown signal arrives.
+pub async fn run(flags: Flags, namespace_env: Option<String>) -> anyhow::Result<()> {
     info!(
         version = env!("CARGO_PKG_VERSION"),
         "Starting Dapr Sentry certificate authority (sentry-rs)"
     );
+    match flags.mode {
+        Mode::Standalone => {
+            let loaded =
+                config::load_configuration_file(&flags).context("invalid configuration")?;
+            let config =
+                Config::resolve(&flags, namespace_env, loaded).context("invalid configuration")?;
+            serve(config, None).await
+        }
+        Mode::Kubernetes => {
+            check_non_root()?;
+            let client = k8s::client(flags.kubeconfig.as_deref()).await?;
+            let namespace = namespace_env
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "default".into());
+            let (name, explicit) = config::configuration_name(&flags);
+            let loaded = k8s::configuration::load(&client, &namespace, &name)
+                .await
+                .map_err(ConfigError::Kubernetes)
+                .context("invalid configuration")?;
+            if loaded.is_none() && explicit {
+                anyhow::bail!("invalid configuration: Configuration {namespace}/{name} not found");
+            }
+            let loaded = loaded.map(|file| LoadedConfiguration {
+                origin: format!("Configuration {namespace}/{name}"),
+                file,
+            });
+            let config =
+                Config::resolve(&flags, namespace_env, loaded).context("invalid configuration")?;
+            serve(config, Some(client)).await
+        }
+    }
+}
+
+/// Refuses to run as root in Kubernetes mode, as Dapr does, unless explicitly overridden.
+fn check_non_root() -> anyhow::Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or("");
+    let skip = std::env::var("DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK").is_ok_and(|v| v == "true");
+    if uid == "0" && !skip {
+        anyhow::bail!(
+            "Sentry must not run as root in Kubernetes mode (set DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK=true to override)"
+        );
+    }
+    info!(uid, "Running in Kubernetes environment");
+    Ok(())
+}
+
+async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let readiness = Readiness::default();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -50,7 +107,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     readiness.set_ready(Target::Metrics);
 
-    let bundle = load_or_generate(&config, &metrics).context("error creating CA")?;
+    let bundle = match &kube_client {
+        None => load_or_generate(&config, &metrics).context("error creating CA")?,
+        Some(client) => load_or_generate_kube(&config, client, &metrics)
+            .await
+            .context("error creating CA")?,
+    };
     let signer = Signer::new(bundle).context("error creating CA")?;
     publish_expiry(&metrics, signer.bundle());
     let ca = Arc::new(Ca::new(
@@ -72,15 +134,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .renew_forever(ca.clone(), metrics.clone(), renew_at),
     );
 
-    let service = CaService::new(
-        ca,
-        Arc::new(Validators::new(config.validators.clone())),
-        metrics,
-        ControlPlane {
-            namespace: config.namespace.clone(),
-            cluster_domain: config.trust_domain.to_string(),
-        },
-    );
+    let kubernetes =
+        kube_client.map(|client| KubernetesValidator::start(client, &config.sentry_id));
+    let validators = Arc::new(Validators::new(config.validators.clone(), kubernetes));
+    {
+        let (validators, readiness) = (validators.clone(), readiness.clone());
+        tokio::spawn(async move {
+            while !validators.ready().await {}
+            info!("Validators ready");
+            readiness.set_ready(Target::KubernetesValidator);
+        });
+    }
+    let service = CaService::new(ca, validators, metrics, control_plane(&config));
     let grpc = bind(&config.grpc.to_bind_string()).await?;
     info!(addr = %grpc.local_addr()?, "Running gRPC server");
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(serving)?));
@@ -108,6 +173,58 @@ async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))
+}
+
+fn control_plane(config: &Config) -> ControlPlane {
+    let from_resolv = match config.mode {
+        Mode::Kubernetes => std::fs::read_to_string("/etc/resolv.conf")
+            .ok()
+            .and_then(|rc| k8s::cluster_domain(&rc, &config.namespace)),
+        Mode::Standalone => None,
+    };
+    let cluster_domain = from_resolv.unwrap_or_else(|| config.trust_domain.to_string());
+    info!(%cluster_domain, "Control-plane cluster domain");
+    ControlPlane {
+        namespace: config.namespace.clone(),
+        cluster_domain,
+    }
+}
+
+async fn load_or_generate_kube(
+    config: &Config,
+    client: &kube::Client,
+    metrics: &Metrics,
+) -> anyhow::Result<Bundle> {
+    info!("Using kubernetes secret store for trust bundle storage");
+    let base = |p: &std::path::Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let keys = Keys {
+        anchors: base(&config.credentials.anchors),
+        issuer_cert: base(&config.credentials.issuer_cert),
+        issuer_key: base(&config.credentials.issuer_key),
+    };
+    let store = KubeStore::new(client.clone(), &config.namespace, keys);
+    let (bundle, generated) = store
+        .load_or_generate(|| {
+            bundle::generate(
+                &config.trust_domain,
+                &config.namespace,
+                config.key_type,
+                config.allowed_clock_skew,
+                OffsetDateTime::now_utc(),
+            )
+        })
+        .await
+        .context("failed to get CA bundle")?;
+    if generated {
+        metrics.issuercert_changed.inc();
+    } else {
+        info!("Root and issuer certs found: using credentials from store");
+    }
+    Ok(bundle)
 }
 
 fn load_or_generate(config: &Config, metrics: &Metrics) -> anyhow::Result<Bundle> {

@@ -14,6 +14,7 @@ pub mod ca;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod k8s;
 pub mod server;
 pub mod spiffe;
 pub mod store;

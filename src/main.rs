@@ -4,19 +4,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use sentry::config::{normalize_args, Config, Flags};
+use sentry::config::{normalize_args, Flags, LogOptions};
 use sentry::telemetry::logging;
 
 fn main() -> ExitCode {
     let flags = Flags::parse_from(normalize_args(std::env::args()));
-    let config = match Config::resolve(&flags, std::env::var("NAMESPACE").ok()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: invalid configuration: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Err(e) = logging::init(&config.log) {
+    if let Err(e) = logging::init(&LogOptions::from_flags(&flags)) {
         eprintln!("error: opening log file: {e}");
         return ExitCode::FAILURE;
     }
@@ -31,7 +24,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(sentry::app::run(config)) {
+    match runtime.block_on(sentry::app::run(flags, std::env::var("NAMESPACE").ok())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -63,6 +63,9 @@ pub enum ConfigError {
     /// A setting is not available in this build or mode.
     #[error("{0}")]
     Unsupported(String),
+    /// The Kubernetes `Configuration` could not be read.
+    #[error("{0}")]
+    Kubernetes(String),
 }
 
 /// Paths of the trust-bundle files.
@@ -140,6 +143,17 @@ pub struct LogOptions {
     pub json: bool,
 }
 
+impl LogOptions {
+    /// The logging flags.
+    pub fn from_flags(flags: &Flags) -> Self {
+        Self {
+            level: flags.log_level,
+            file: flags.log_file.clone(),
+            json: flags.log_as_json,
+        }
+    }
+}
+
 /// Everything Sentry needs to know, resolved once at start-up.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -176,8 +190,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// Resolves flags plus environment (`NAMESPACE`) plus the configuration file.
-    pub fn resolve(flags: &Flags, namespace_env: Option<String>) -> Result<Self, ConfigError> {
+    /// Resolves flags plus environment (`NAMESPACE`) plus the loaded `Configuration` (from
+    /// [`load_configuration_file`] in standalone mode, from the API server in Kubernetes mode).
+    pub fn resolve(
+        flags: &Flags,
+        namespace_env: Option<String>,
+        configuration: Option<LoadedConfiguration>,
+    ) -> Result<Self, ConfigError> {
         let trust_domain =
             TrustDomain::parse(&flags.trust_domain).map_err(|source| ConfigError::TrustDomain {
                 value: flags.trust_domain.clone(),
@@ -193,9 +212,8 @@ impl Config {
                     source,
                 }
             })?;
-        let file = load_configuration(flags)?;
-        let (cfg_path, mtls) = match &file {
-            Some((path, f)) => (path.clone(), Some(&f.spec.mtls)),
+        let (cfg_path, mtls) = match &configuration {
+            Some(c) => (PathBuf::from(&c.origin), Some(&c.file.spec.mtls)),
             None => (PathBuf::new(), None),
         };
         let duration = |value: Option<&String>, field: &str, default: Duration| match value {
@@ -224,11 +242,6 @@ impl Config {
         )?;
         let specs = mtls.map(|m| m.token_validators.as_slice()).unwrap_or(&[]);
         let validators = resolve_validators(flags.mode, specs, &cfg_path)?;
-        if flags.mode == Mode::Kubernetes {
-            return Err(ConfigError::Unsupported(
-                "--mode kubernetes is not available in this build yet".into(),
-            ));
-        }
         Ok(Self {
             mode: flags.mode,
             trust_domain,
@@ -258,25 +271,33 @@ impl Config {
                 port: flags.metrics_port,
             }),
             kubeconfig: flags.kubeconfig.clone(),
-            log: LogOptions {
-                level: flags.log_level,
-                file: flags.log_file.clone(),
-                json: flags.log_as_json,
-            },
+            log: LogOptions::from_flags(flags),
         })
     }
 }
 
-/// Reads the configuration file: an explicit `--config` must load; the default name is optional.
-fn load_configuration(flags: &Flags) -> Result<Option<(PathBuf, ConfigurationFile)>, ConfigError> {
-    let (path, explicit) = match &flags.config {
-        Some(p) if !p.is_empty() => (PathBuf::from(p), true),
-        _ => (PathBuf::from(DEFAULT_CONFIG_NAME), false),
-    };
-    if flags.mode == Mode::Kubernetes {
-        // In Kubernetes mode the name refers to a Configuration resource (read by the kube store).
-        return Ok(None);
+/// A `Configuration` as loaded, with where it came from (for error messages).
+#[derive(Debug)]
+pub struct LoadedConfiguration {
+    /// A file path, or `Configuration <ns>/<name>`.
+    pub origin: String,
+    /// The parsed content.
+    pub file: ConfigurationFile,
+}
+
+/// The `--config` value and whether it was given explicitly (the default name is optional).
+pub fn configuration_name(flags: &Flags) -> (String, bool) {
+    match &flags.config {
+        Some(p) if !p.is_empty() => (p.clone(), true),
+        _ => (DEFAULT_CONFIG_NAME.to_owned(), false),
     }
+}
+
+/// Reads the standalone configuration file: an explicit `--config` must load; the default name
+/// is optional.
+pub fn load_configuration_file(flags: &Flags) -> Result<Option<LoadedConfiguration>, ConfigError> {
+    let (name, explicit) = configuration_name(flags);
+    let path = PathBuf::from(&name);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -286,7 +307,10 @@ fn load_configuration(flags: &Flags) -> Result<Option<(PathBuf, ConfigurationFil
         path: path.clone(),
         problem,
     })?;
-    Ok(Some((path, parsed)))
+    Ok(Some(LoadedConfiguration {
+        origin: name,
+        file: parsed,
+    }))
 }
 
 fn resolve_validators(
@@ -334,7 +358,7 @@ mod tests {
     #[test]
     fn defaults_without_config_file() {
         let flags = Flags::try_parse_from(["sentry"]).unwrap();
-        let cfg = Config::resolve(&flags, None).unwrap();
+        let cfg = Config::resolve(&flags, None, load_configuration_file(&flags).unwrap()).unwrap();
         assert_eq!(cfg.workload_cert_ttl, DEFAULT_WORKLOAD_CERT_TTL);
         assert_eq!(cfg.allowed_clock_skew, DEFAULT_ALLOWED_CLOCK_SKEW);
         assert_eq!(cfg.namespace, "default");
@@ -348,7 +372,7 @@ mod tests {
     #[test]
     fn explicit_missing_config_is_an_error() {
         let flags = Flags::try_parse_from(["sentry", "--config", "/nonexistent/cfg.yaml"]).unwrap();
-        let err = Config::resolve(&flags, None).unwrap_err().to_string();
+        let err = load_configuration_file(&flags).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/cfg.yaml"), "{err}");
     }
 
@@ -372,6 +396,6 @@ mod tests {
     #[test]
     fn bad_trust_domain_flag() {
         let flags = Flags::try_parse_from(["sentry", "--trust-domain", "Bad Domain"]).unwrap();
-        assert!(Config::resolve(&flags, None).is_err());
+        assert!(Config::resolve(&flags, None, None).is_err());
     }
 }

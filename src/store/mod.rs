@@ -1,7 +1,9 @@
-//! Where a trust bundle lives: a directory in standalone mode ([`file`]). Loads, verifies and
-//! saves bundles; never signs anything.
+//! Where a trust bundle lives: a directory in standalone mode ([`file`]), a Secret and a
+//! ConfigMap in Kubernetes mode ([`kube`]). Loads, verifies and saves bundles; never signs
+//! anything.
 
 pub mod file;
+pub mod kube;
 
 use std::path::PathBuf;
 
@@ -26,6 +28,9 @@ pub enum StoreError {
         /// What is wrong.
         source: BundleError,
     },
+    /// The API server refused or did not answer.
+    #[error("{0}")]
+    Kubernetes(String),
     /// Only some of the bundle files exist; Sentry refuses to overwrite user material.
     #[error("incomplete trust bundle: {present} present but {missing} missing; supply all three files or remove them all to generate a new CA")]
     Partial {

@@ -14,9 +14,11 @@ pub enum Target {
     GrpcServer,
     /// The metrics listener is up (or metrics are disabled).
     Metrics,
+    /// The Kubernetes validator's caches are synced (or it is not enabled).
+    KubernetesValidator,
 }
 
-const TARGETS: usize = 4;
+const TARGETS: usize = 5;
 
 /// Shared readiness flags.
 #[derive(Debug, Clone, Default)]
@@ -49,7 +51,12 @@ mod tests {
     fn ready_only_when_all_ready() {
         let r = Readiness::default();
         assert!(!r.is_ready());
-        for t in [Target::Ca, Target::SecurityProvider, Target::GrpcServer] {
+        for t in [
+            Target::Ca,
+            Target::SecurityProvider,
+            Target::GrpcServer,
+            Target::KubernetesValidator,
+        ] {
             r.set_ready(t);
         }
         assert!(!r.is_ready());

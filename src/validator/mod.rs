@@ -4,6 +4,7 @@
 
 pub mod common;
 pub mod insecure;
+pub mod kubernetes;
 
 use crate::config::ValidatorSet;
 use crate::pb::sign_certificate_request::TokenValidator;
@@ -39,14 +40,24 @@ pub enum ValidationError {
 pub struct Validators {
     set: ValidatorSet,
     insecure: insecure::Insecure,
+    kubernetes: Option<kubernetes::KubernetesValidator>,
 }
 
 impl Validators {
-    /// Builds the validators named in `set`.
-    pub fn new(set: ValidatorSet) -> Self {
+    /// The validators named in `set`; `kubernetes` must be given when `set` enables it.
+    pub fn new(set: ValidatorSet, kubernetes: Option<kubernetes::KubernetesValidator>) -> Self {
         Self {
             set,
             insecure: insecure::Insecure,
+            kubernetes,
+        }
+    }
+
+    /// True once every enabled validator can answer (bounded wait).
+    pub async fn ready(&self) -> bool {
+        match &self.kubernetes {
+            Some(k) => k.ready().await,
+            None => true,
         }
     }
 
@@ -72,9 +83,12 @@ impl Validators {
         kind: ValidatorKind,
         req: &SignCertificateRequest,
     ) -> Result<TrustDomain, ValidationError> {
-        match kind {
-            ValidatorKind::Insecure => self.insecure.validate(req),
-            ValidatorKind::Kubernetes | ValidatorKind::Jwks => Err(ValidationError::NotEnabled),
+        match (kind, &self.kubernetes) {
+            (ValidatorKind::Insecure, _) => self.insecure.validate(req),
+            (ValidatorKind::Kubernetes, Some(k)) => k.validate(req).await,
+            (ValidatorKind::Kubernetes, None) | (ValidatorKind::Jwks, _) => {
+                Err(ValidationError::NotEnabled)
+            }
         }
     }
 }
