@@ -2,6 +2,8 @@
 //! TLS with the crate's own sidecar-style client.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -118,6 +120,7 @@ impl Sentry {
 
     /// Starts sentry without waiting.
     pub fn spawn(dir: &Path, mut opts: Opts) -> Sentry {
+        std::fs::create_dir_all(dir).unwrap();
         let creds = dir.join("creds");
         if let Some(yaml) = opts.config_yaml.take() {
             let cfg = dir.join("config.yaml");
@@ -147,6 +150,13 @@ impl Sentry {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("sentry not ready; log:\n{}", self.log_text());
+    }
+
+    /// True while the process is running.
+    pub fn child_alive(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
     }
 
     pub fn log_text(&self) -> String {

@@ -1,0 +1,280 @@
+//! A real kube-apiserver + etcd for the Kubernetes tests (tests/kube/cluster), shared by the tests
+//! of one test binary and stopped by the script's watchdog when the test process exits, plus
+//! helpers to create namespaces, service accounts, pods, Configurations and tokens.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use base64::Engine;
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Pod, PodSpec, ServiceAccount};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+
+use super::run_ok;
+
+/// The shared cluster of this test process.
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub env: HashMap<String, String>,
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+/// Starts the cluster on first use (the build is cached under target/kube).
+pub fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(|| {
+        let dir =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kube-{}", std::process::id()));
+        run_ok(
+            Command::new(repo().join("tests/kube/cluster"))
+                .arg("up")
+                .arg(&dir)
+                .env("KUBE_CLUSTER_WATCH_PID", std::process::id().to_string()),
+        );
+        let env = std::fs::read_to_string(dir.join("env"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect();
+        let c = Cluster { dir, env };
+        c.apply(&repo().join("deploy/crds/configuration.yaml"));
+        c
+    })
+}
+
+impl Cluster {
+    /// Admin kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("admin.kubeconfig")
+    }
+
+    /// An admin client (one per test: clients are bound to the test's runtime).
+    pub async fn client(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig()).unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(cfg).unwrap()
+    }
+
+    /// Server-side applies a YAML file.
+    pub fn apply(&self, file: &Path) {
+        run_ok(
+            Command::new(repo().join("tests/kube/kctl"))
+                .arg("--env")
+                .arg(self.dir.join("env"))
+                .arg("apply")
+                .arg(file),
+        );
+    }
+
+    pub fn stop_apiserver(&self) {
+        run_ok(
+            Command::new(repo().join("tests/kube/cluster"))
+                .arg("stop-apiserver")
+                .arg(&self.dir),
+        );
+    }
+
+    pub fn start_apiserver(&self) {
+        run_ok(
+            Command::new(repo().join("tests/kube/cluster"))
+                .arg("start-apiserver")
+                .arg(&self.dir),
+        );
+    }
+
+    /// Creates `ns` with the RBAC of deploy/rbac.yaml (its namespace replaced by `ns`) and returns
+    /// a kubeconfig holding a token of the `dapr-sentry` ServiceAccount: Sentry runs with exactly
+    /// the permissions we ship.
+    pub async fn control_plane(&self, ns: &str) -> PathBuf {
+        let client = self.client().await;
+        create_namespace(&client, ns).await;
+        let rbac = std::fs::read_to_string(repo().join("deploy/rbac.yaml"))
+            .unwrap()
+            .replace(
+                "kind: ClusterRoleBinding\nmetadata:\n  name: dapr-sentry",
+                &format!("kind: ClusterRoleBinding\nmetadata:\n  name: dapr-sentry-{ns}"),
+            )
+            .replace("dapr-system", ns);
+        let file = self.dir.join(format!("rbac-{ns}.yaml"));
+        std::fs::write(&file, rbac).unwrap();
+        self.apply(&file);
+        let token = token_request(&client, ns, "dapr-sentry", None, &[], 3600)
+            .await
+            .unwrap();
+        let ca = std::fs::read(&self.env["KUBE_CA_FILE"]).unwrap();
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: dapr-sentry\n  user:\n    token: {}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: dapr-sentry\n    namespace: {ns}\ncurrent-context: test\n",
+            self.env["APISERVER_URL"],
+            base64::engine::general_purpose::STANDARD.encode(ca),
+            token
+        );
+        let path = self.dir.join(format!("sentry-{ns}.kubeconfig"));
+        std::fs::write(&path, kubeconfig).unwrap();
+        path
+    }
+}
+
+pub async fn create_namespace(client: &kube::Client, ns: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let obj = Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("create namespace {ns}: {e}"),
+    }
+}
+
+pub async fn create_service_account(client: &kube::Client, ns: &str, name: &str) {
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let obj = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("create sa {ns}/{name}: {e}"),
+    }
+}
+
+/// Creates a pod (never scheduled: there is no kubelet) and returns its UID.
+pub async fn create_pod(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    sa: &str,
+    annotations: &[(&str, &str)],
+) -> String {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let obj = Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            annotations: Some(
+                annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            service_account_name: Some(sa.into()),
+            containers: vec![Container {
+                name: "app".into(),
+                image: Some("example.invalid/app:1".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = api
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("create pod {ns}/{name}: {e}"));
+    created.metadata.uid.unwrap()
+}
+
+pub async fn delete_pod(client: &kube::Client, ns: &str, name: &str) {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    api.delete(name, &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if api.get_opt(name).await.unwrap().is_none() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("pod {ns}/{name} not deleted");
+}
+
+/// A TokenRequest for `sa`, optionally bound to a pod `(name, uid)`.
+pub async fn token_request(
+    client: &kube::Client,
+    ns: &str,
+    sa: &str,
+    pod: Option<(&str, &str)>,
+    audiences: &[&str],
+    expiration: i64,
+) -> Result<String, kube::Error> {
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let req = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: audiences.iter().map(|s| s.to_string()).collect(),
+            expiration_seconds: Some(expiration),
+            bound_object_ref: pod.map(|(name, uid)| BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(name.into()),
+                uid: Some(uid.into()),
+            }),
+        },
+        ..Default::default()
+    };
+    let resp: TokenRequest = api
+        .create_subresource("token", sa, &PostParams::default(), &req)
+        .await?;
+    Ok(resp.status.map(|s| s.token).unwrap_or_default())
+}
+
+/// Creates a Dapr Configuration with `spec.accessControl.trustDomain`.
+pub async fn create_configuration(client: &kube::Client, ns: &str, name: &str, trust_domain: &str) {
+    let ar = sentry::k8s::configuration::api_resource();
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let obj = kube::api::DynamicObject::new(name, &ar).data(serde_json::json!({
+        "spec": {"accessControl": {"trustDomain": trust_domain}}
+    }));
+    api.create(&PostParams::default(), &obj).await.unwrap();
+}
+
+/// The ConfigMap `dapr-trust-bundle` ca.crt in `ns`, if present.
+pub async fn configmap_anchors(client: &kube::Client, ns: &str) -> Option<String> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    api.get_opt("dapr-trust-bundle")
+        .await
+        .unwrap()?
+        .data?
+        .get("ca.crt")
+        .cloned()
+}
+
+/// Signs an RS256 JWT with the cluster's service-account signing key (for tokens the API server
+/// would never issue: expired ones, or pods with a different service account).
+pub fn forge_token(cluster: &Cluster, claims: &serde_json::Value) -> String {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let pem_text = std::fs::read_to_string(&cluster.env["KUBE_SA_SIGNING_KEY"]).unwrap();
+    let der = pem::parse(pem_text).unwrap().into_contents();
+    let key = aws_lc_rs::rsa::KeyPair::from_pkcs8(&der)
+        .or_else(|_| aws_lc_rs::rsa::KeyPair::from_der(&der))
+        .unwrap();
+    let header = b64(br#"{"alg":"RS256","typ":"JWT"}"#);
+    let payload = b64(claims.to_string().as_bytes());
+    let signing_input = format!("{header}.{payload}");
+    let mut sig = vec![0; key.public_modulus_len()];
+    key.sign(
+        &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+        &aws_lc_rs::rand::SystemRandom::new(),
+        signing_input.as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
+    format!("{signing_input}.{}", b64(&sig))
+}
