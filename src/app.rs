@@ -5,23 +5,23 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::info;
 
-use crate::bundle::{self, Bundle};
 use crate::ca::{Ca, Lifetimes, Signer};
 use crate::config::{self, Config, ConfigError, Flags, LoadedConfiguration, Mode};
 use crate::k8s;
 use crate::pb::ca_server::CaServer;
+use crate::rotation::{self, Rotator};
 use crate::server::grpc::{CaService, ControlPlane};
 use crate::server::http;
 use crate::server::tls::{self, ServingCert};
 use crate::store::file::FileStore;
 use crate::store::kube::{Keys, KubeStore};
+use crate::store::Store;
 use crate::telemetry::health::Target;
 use crate::telemetry::{Metrics, Readiness};
 use crate::validator::kubernetes::KubernetesValidator;
@@ -107,14 +107,18 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
     }
     readiness.set_ready(Target::Metrics);
 
-    let bundle = match &kube_client {
-        None => load_or_generate(&config, &metrics).context("error creating CA")?,
-        Some(client) => load_or_generate_kube(&config, client, &metrics)
-            .await
-            .context("error creating CA")?,
-    };
-    let signer = Signer::new(bundle).context("error creating CA")?;
-    publish_expiry(&metrics, signer.bundle());
+    let store = store_for(&config, kube_client.as_ref());
+    let loaded = rotation::bootstrap(&store, &config.rotation)
+        .await
+        .context("error creating CA")?;
+    if loaded.generated {
+        metrics.issuercert_changed.inc();
+    } else {
+        info!("Root and issuer certs found: using credentials from store");
+    }
+    let served = loaded.files.clone();
+    let signer = Signer::new(loaded.bundle).context("error creating CA")?;
+    rotation::publish_expiry(&metrics, signer.bundle());
     let ca = Arc::new(Ca::new(
         signer,
         Lifetimes {
@@ -133,6 +137,16 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
             .clone()
             .renew_forever(ca.clone(), metrics.clone(), renew_at),
     );
+
+    let rotator = Rotator::new(
+        store,
+        config.rotation.clone(),
+        ca.clone(),
+        serving.clone(),
+        metrics.clone(),
+        served,
+    );
+    tokio::spawn(rotator.run());
 
     let kubernetes =
         kube_client.map(|client| KubernetesValidator::start(client, &config.sentry_id));
@@ -190,71 +204,27 @@ fn control_plane(config: &Config) -> ControlPlane {
     }
 }
 
-async fn load_or_generate_kube(
-    config: &Config,
-    client: &kube::Client,
-    metrics: &Metrics,
-) -> anyhow::Result<Bundle> {
-    info!("Using kubernetes secret store for trust bundle storage");
-    let base = |p: &std::path::Path| {
-        p.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
-    let keys = Keys {
-        anchors: base(&config.credentials.anchors),
-        issuer_cert: base(&config.credentials.issuer_cert),
-        issuer_key: base(&config.credentials.issuer_key),
-    };
-    let store = KubeStore::new(client.clone(), &config.namespace, keys);
-    let (bundle, generated) = store
-        .load_or_generate(|| {
-            bundle::generate(
-                &config.trust_domain,
-                &config.namespace,
-                config.key_type,
-                config.allowed_clock_skew,
-                OffsetDateTime::now_utc(),
-            )
-        })
-        .await
-        .context("failed to get CA bundle")?;
-    if generated {
-        metrics.issuercert_changed.inc();
-    } else {
-        info!("Root and issuer certs found: using credentials from store");
+fn store_for(config: &Config, kube_client: Option<&kube::Client>) -> Store {
+    match kube_client {
+        None => {
+            info!("Using local file system for trust bundle storage");
+            Store::File(FileStore::new(config.credentials.clone()))
+        }
+        Some(client) => {
+            info!("Using kubernetes secret store for trust bundle storage");
+            let base = |p: &std::path::Path| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            };
+            let keys = Keys {
+                anchors: base(&config.credentials.anchors),
+                issuer_cert: base(&config.credentials.issuer_cert),
+                issuer_key: base(&config.credentials.issuer_key),
+            };
+            Store::Kube(Box::new(KubeStore::new(client.clone(), &config.namespace, keys)))
+        }
     }
-    Ok(bundle)
-}
-
-fn load_or_generate(config: &Config, metrics: &Metrics) -> anyhow::Result<Bundle> {
-    let store = FileStore::new(config.credentials.clone());
-    info!("Using local file system for trust bundle storage");
-    let now = OffsetDateTime::now_utc();
-    if let Some(bundle) = store.load(now).context("failed to get CA bundle")? {
-        info!("Root and issuer certs found: using credentials from store");
-        return Ok(bundle);
-    }
-    info!(key_type = ?config.key_type, "Root and issuer certs not found: generating self signed CA");
-    let bundle = bundle::generate(
-        &config.trust_domain,
-        &config.namespace,
-        config.key_type,
-        config.allowed_clock_skew,
-        now,
-    )?;
-    store.save(&bundle).context("failed to store CA bundle")?;
-    metrics.issuercert_changed.inc();
-    Ok(bundle)
-}
-
-fn publish_expiry(metrics: &Metrics, bundle: &Bundle) {
-    metrics
-        .issuercert_expiry
-        .set(bundle.issuer_not_after.unix_timestamp());
-    metrics
-        .rootcert_expiry
-        .set(bundle.anchors_not_after.unix_timestamp());
 }
 
 async fn shutdown_signal() {

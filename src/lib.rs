@@ -11,10 +11,12 @@
 pub mod app;
 pub mod bundle;
 pub mod ca;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod k8s;
+pub mod rotation;
 pub mod server;
 pub mod spiffe;
 pub mod store;

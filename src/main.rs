@@ -7,8 +7,30 @@ use clap::Parser;
 use sentry::config::{normalize_args, Flags, LogOptions};
 use sentry::telemetry::logging;
 
+fn operator(args: sentry::cli::CaArgs) -> ExitCode {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(sentry::cli::run(args)));
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let flags = Flags::parse_from(normalize_args(std::env::args()));
+    let mut flags = Flags::parse_from(normalize_args(std::env::args()));
+    if let Some(sentry::cli::Command::Ca(args)) = flags.command.take() {
+        return operator(args);
+    }
     if let Err(e) = logging::init(&LogOptions::from_flags(&flags)) {
         eprintln!("error: opening log file: {e}");
         return ExitCode::FAILURE;

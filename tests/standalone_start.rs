@@ -24,10 +24,11 @@ async fn first_start_generates_second_start_reuses() {
         .unwrap();
     s.stop();
     let before = snapshot(&tmp.path().join("creds"));
+    let names: Vec<_> = before.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
-        before.len(),
-        3,
-        "ca.crt, issuer.crt, issuer.key and nothing else"
+        names,
+        ["ca.crt", "issuer.crt", "issuer.key", "root.key"],
+        "the bundle plus the root key Sentry keeps"
     );
     let s = Sentry::start(tmp.path(), Opts::default());
     assert_eq!(s.anchors(), ca1, "same ca.crt bytes");
@@ -231,15 +232,17 @@ fn expired_issuer_stops_start_up() {
     let tmp = tempfile::tempdir().unwrap();
     let long_ago = time::OffsetDateTime::now_utc() - Duration::from_secs(400 * 86400);
     let td = sentry::spiffe::TrustDomain::parse("localhost").unwrap();
-    let b = sentry::bundle::generate(&td, "default", KeyType::Ed25519, Duration::ZERO, long_ago)
-        .unwrap();
+    let params = sentry::bundle::CaParams::new(td, "default", KeyType::Ed25519, Duration::ZERO);
+    let g = sentry::bundle::generate(&params, long_ago).unwrap();
     let store = sentry::store::file::FileStore::new(sentry::config::CredentialPaths::new(
         &tmp.path().join("creds"),
         "ca.crt",
         "issuer.crt",
         "issuer.key",
     ));
-    store.save(&b).unwrap();
+    store
+        .write_files(None, &sentry::store::Files::of(&g.bundle))
+        .unwrap();
     assert_refused(tmp.path(), &["issuer.crt", "expired"]);
 }
 

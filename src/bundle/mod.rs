@@ -11,7 +11,7 @@ use std::fmt;
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
-pub use generate::{generate, ROOT_TTL};
+pub use generate::{generate, new_issuer, CaParams, Generated, ROOT_TTL};
 pub use keys::{parse_private_key, public_key_bits, to_pkcs8_pem, KeyType};
 pub use verify::verify;
 

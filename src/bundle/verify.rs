@@ -211,14 +211,13 @@ mod tests {
 
     fn fresh() -> Bundle {
         let now = OffsetDateTime::now_utc();
-        generate(
-            &TrustDomain::public(),
+        let params = crate::bundle::CaParams::new(
+            TrustDomain::public(),
             "default",
             KeyType::Ed25519,
             Duration::from_secs(60),
-            now,
-        )
-        .unwrap()
+        );
+        generate(&params, now).unwrap().bundle
     }
 
     #[test]

@@ -49,6 +49,11 @@ impl Ca {
         self.signer.load_full()
     }
 
+    /// Makes `signer` the one used for every following request.
+    pub fn replace(&self, signer: Signer) {
+        self.signer.store(Arc::new(signer));
+    }
+
     /// The lifetimes applied to issued certificates.
     pub fn lifetimes(&self) -> Lifetimes {
         self.lifetimes

@@ -2,6 +2,7 @@
 //! `-port 50001` are accepted, as Go's flag package does).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
@@ -36,9 +37,13 @@ pub enum LogLevel {
 #[command(
     name = "sentry",
     version,
-    about = "Dapr Sentry certificate authority (Rust)"
+    about = "Dapr Sentry certificate authority (Rust): serves SignCertificate; `sentry ca --help` for operator commands",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Flags {
+    /// Operator subcommand; without one, Sentry serves.
+    #[command(subcommand)]
+    pub command: Option<crate::cli::Command>,
     /// Configuration: a `Configuration` YAML file (standalone) or resource name (kubernetes).
     /// Defaults to `daprsystem`; when not given and no such file exists, built-in defaults apply.
     #[arg(long)]
@@ -97,6 +102,36 @@ pub struct Flags {
     /// Metrics bind address.
     #[arg(long, default_value = "0.0.0.0")]
     pub metrics_listen_address: String,
+    /// Lifetime of a root Sentry generates (Go duration; Dapr: fixed 8760h).
+    #[arg(long, default_value = "8760h", value_parser = duration_arg)]
+    pub root_ttl: Duration,
+    /// Lifetime of an issuer Sentry generates or renews (Go duration).
+    #[arg(long, default_value = "8760h", value_parser = duration_arg)]
+    pub issuer_ttl: Duration,
+    /// Renew the issuer (and rotate the root) when less than this fraction of its life remains.
+    #[arg(long, default_value_t = 1.0 / 3.0, value_parser = fraction_arg)]
+    pub renew_when_remaining: f64,
+    /// Rotate the root automatically before it expires, when Sentry holds the root key.
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    pub auto_rotate_root: bool,
+    /// Wait between publishing a new root and signing with its issuer (default: workloadCertTTL +
+    /// allowedClockSkew, so every live client has fetched the new anchors).
+    #[arg(long, value_parser = duration_arg)]
+    pub root_rotation_grace: Option<Duration>,
+    /// How often the bundle store is checked for changes and due renewals.
+    #[arg(long, default_value = "1s", value_parser = duration_arg)]
+    pub bundle_check_interval: Duration,
+}
+
+fn duration_arg(s: &str) -> Result<Duration, String> {
+    super::parse_go_duration(s)
+}
+
+fn fraction_arg(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s:?} is not a fraction between 0 and 1")),
+    }
 }
 
 /// Rewrites Go-style single-dash long flags (`-port`) to clap's double-dash form.

@@ -187,6 +187,8 @@ pub struct Config {
     pub kubeconfig: Option<PathBuf>,
     /// Logging.
     pub log: LogOptions,
+    /// Renewal and rotation.
+    pub rotation: crate::rotation::Settings,
 }
 
 impl Config {
@@ -242,6 +244,24 @@ impl Config {
         )?;
         let specs = mtls.map(|m| m.token_validators.as_slice()).unwrap_or(&[]);
         let validators = resolve_validators(flags.mode, specs, &cfg_path)?;
+        let rotation = crate::rotation::Settings {
+            params: crate::bundle::CaParams {
+                trust_domain: trust_domain.clone(),
+                namespace: namespace.clone(),
+                key_type: flags.key_type,
+                allowed_clock_skew,
+                root_ttl: flags.root_ttl,
+                issuer_ttl: flags.issuer_ttl,
+            },
+            renew_fraction: flags.renew_when_remaining,
+            grace: flags
+                .root_rotation_grace
+                .unwrap_or(workload_cert_ttl + allowed_clock_skew),
+            retire_after: workload_cert_ttl + allowed_clock_skew,
+            auto_root_rotation: flags.auto_rotate_root,
+            interval: flags.bundle_check_interval.max(Duration::from_millis(100)),
+            expiry_warning: time::Duration::days(30),
+        };
         Ok(Self {
             mode: flags.mode,
             trust_domain,
@@ -272,6 +292,7 @@ impl Config {
             }),
             kubeconfig: flags.kubeconfig.clone(),
             log: LogOptions::from_flags(flags),
+            rotation,
         })
     }
 }

@@ -1,37 +1,64 @@
-//! The standalone store: `ca.crt`, `issuer.crt` and `issuer.key` in a directory.
+//! The standalone store: `ca.crt`, `issuer.crt` and `issuer.key` in a directory, plus Sentry's
+//! `root.key` and `rotation.json` when it holds them.
 //!
-//! Loads only a complete set (a partial set is refused, never overwritten), verifies it, and
-//! writes new files with mode 0600 through a temporary file and an atomic rename.
+//! A partial set of bundle files is refused, never overwritten. Every file is written with mode
+//! 0600 through a temporary file and an atomic rename; the rotation journal makes multi-file
+//! changes resumable after a crash.
 
 use std::fs;
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use time::OffsetDateTime;
-
-use super::StoreError;
-use crate::bundle::{self, Bundle, BundlePart};
+use super::{Custody, Files, Snapshot, StoreError};
+use crate::bundle::BundlePart;
 use crate::config::CredentialPaths;
+
+/// File name of the root key Sentry keeps for a CA it generated.
+pub const ROOT_KEY_FILE: &str = "root.key";
+/// File name of the rotation journal.
+pub const JOURNAL_FILE: &str = "rotation.json";
 
 /// A bundle kept in files.
 #[derive(Debug, Clone)]
 pub struct FileStore {
     paths: CredentialPaths,
+    root_key: PathBuf,
+    journal: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path)(e)),
+    }
 }
 
 impl FileStore {
-    /// A store at `paths`.
+    /// A store at `paths`; custody files live beside the trust anchors.
     pub fn new(paths: CredentialPaths) -> Self {
-        Self { paths }
+        let dir = paths
+            .anchors
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        Self {
+            root_key: dir.join(ROOT_KEY_FILE),
+            journal: dir.join(JOURNAL_FILE),
+            paths,
+        }
     }
 
-    /// The file paths.
-    pub fn paths(&self) -> &CredentialPaths {
-        &self.paths
-    }
-
-    fn path_of(&self, part: BundlePart) -> &Path {
+    /// The path of a bundle part.
+    pub fn path_of(&self, part: BundlePart) -> &Path {
         match part {
             BundlePart::Anchors => &self.paths.anchors,
             BundlePart::IssuerChain => &self.paths.issuer_cert,
@@ -39,94 +66,132 @@ impl FileStore {
         }
     }
 
-    /// Reads and verifies the bundle. `Ok(None)` when none of the three files exists.
-    pub fn load(&self, now: OffsetDateTime) -> Result<Option<Bundle>, StoreError> {
+    /// Reads everything. A partial bundle is an error.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let parts = [
             BundlePart::Anchors,
             BundlePart::IssuerChain,
             BundlePart::IssuerKey,
         ];
-        let mut contents: Vec<Option<Vec<u8>>> = Vec::with_capacity(3);
-        for part in parts {
-            let path = self.path_of(part);
-            match fs::read(path) {
-                Ok(bytes) => contents.push(Some(bytes)),
-                Err(e) if e.kind() == ErrorKind::NotFound => contents.push(None),
-                Err(source) => {
-                    return Err(StoreError::Io {
-                        path: path.to_path_buf(),
-                        source,
-                    })
-                }
-            }
-        }
-        let names = |present: bool| -> String {
-            parts
-                .iter()
-                .zip(&contents)
-                .filter(|(_, c)| c.is_some() == present)
-                .map(|(p, _)| self.path_of(*p).display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        match contents.as_slice() {
-            [None, None, None] => Ok(None),
-            [Some(anchors), Some(chain), Some(key)] => bundle::verify(anchors, chain, key, now)
-                .map(Some)
-                .map_err(|source| StoreError::Invalid {
-                    path: self.path_of(source.part).to_path_buf(),
-                    source,
-                }),
-            _ => Err(StoreError::Partial {
-                present: names(true),
-                missing: names(false),
+        let contents = parts
+            .iter()
+            .map(|p| read_opt(self.path_of(*p)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let files = match <[Option<Vec<u8>>; 3]>::try_from(contents) {
+            Ok([None, None, None]) => None,
+            Ok([Some(anchors), Some(issuer_cert), Some(issuer_key)]) => Some(Files {
+                anchors,
+                issuer_cert,
+                issuer_key,
             }),
-        }
+            Ok(contents) => {
+                let names = |present: bool| -> String {
+                    parts
+                        .iter()
+                        .zip(&contents)
+                        .filter(|(_, c)| c.is_some() == present)
+                        .map(|(p, _)| self.path_of(*p).display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                return Err(StoreError::Partial {
+                    present: names(true),
+                    missing: names(false),
+                });
+            }
+            Err(_) => unreachable!("three parts were read"),
+        };
+        Ok(Snapshot {
+            files,
+            custody: Custody {
+                root_key: read_opt(&self.root_key)?,
+                journal: read_opt(&self.journal)?,
+            },
+            versions: Default::default(),
+        })
     }
 
-    /// Writes the bundle (creating the directory), each file 0600 via temp file + rename.
-    pub fn save(&self, bundle: &Bundle) -> Result<(), StoreError> {
-        let files = [
-            (&self.paths.issuer_key, bundle.issuer_key_pem.as_bytes()),
-            (&self.paths.issuer_cert, bundle.issuer_chain_pem.as_bytes()),
-            (&self.paths.anchors, bundle.anchors_pem.as_bytes()),
+    /// Writes the bundle files that differ from `base` (key first, anchors last).
+    pub fn write_files(&self, base: Option<&Files>, files: &Files) -> Result<(), StoreError> {
+        let items = [
+            (
+                &self.paths.issuer_key,
+                &files.issuer_key,
+                base.map(|b| &b.issuer_key),
+            ),
+            (
+                &self.paths.issuer_cert,
+                &files.issuer_cert,
+                base.map(|b| &b.issuer_cert),
+            ),
+            (
+                &self.paths.anchors,
+                &files.anchors,
+                base.map(|b| &b.anchors),
+            ),
         ];
-        for (path, _) in &files {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-                    .map_err(|source| StoreError::Io {
-                        path: dir.to_path_buf(),
-                        source,
-                    })?;
-            }
+        let changed: Vec<_> = items
+            .into_iter()
+            .filter(|(_, new, old)| Some(*new) != *old)
+            .collect();
+        for (path, _, _) in &changed {
+            ensure_dir(path)?;
         }
         // Stage every file first so that a full disk or a read-only directory changes nothing.
-        let mut staged = Vec::with_capacity(files.len());
-        for (path, data) in &files {
+        let mut staged = Vec::with_capacity(changed.len());
+        for (path, data, _) in &changed {
             match write_temp(path, data) {
                 Ok(tmp) => staged.push((tmp, (*path).clone())),
-                Err(source) => {
+                Err(e) => {
                     for (tmp, _) in &staged {
                         let _ = fs::remove_file(tmp);
                     }
-                    return Err(StoreError::Io {
-                        path: (*path).clone(),
-                        source,
-                    });
+                    return Err(io(path)(e));
                 }
             }
         }
         for (tmp, path) in &staged {
-            fs::rename(tmp, path).map_err(|source| StoreError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            fs::rename(tmp, path).map_err(io(path))?;
             sync_parent(path);
         }
         Ok(())
+    }
+
+    /// Writes or removes the root key and the journal where they differ from `base`.
+    pub fn write_custody(&self, base: &Custody, custody: &Custody) -> Result<(), StoreError> {
+        for (path, new, old) in [
+            (&self.root_key, &custody.root_key, &base.root_key),
+            (&self.journal, &custody.journal, &base.journal),
+        ] {
+            if new == old {
+                continue;
+            }
+            match new {
+                Some(data) => {
+                    ensure_dir(path)?;
+                    let tmp = write_temp(path, data).map_err(io(path))?;
+                    fs::rename(&tmp, path).map_err(io(path))?;
+                }
+                None => match fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(io(path)(e)),
+                },
+            }
+            sync_parent(path);
+        }
+        Ok(())
+    }
+}
+
+fn ensure_dir(path: &Path) -> Result<(), StoreError> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(dir)),
+        None => Ok(()),
     }
 }
 
@@ -170,7 +235,7 @@ fn sync_parent(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::{generate, KeyType};
+    use crate::bundle::{generate, CaParams, KeyType};
     use crate::spiffe::TrustDomain;
     use std::os::unix::fs::PermissionsExt;
     use std::time::Duration;
@@ -185,38 +250,42 @@ mod tests {
     }
 
     #[test]
-    fn save_then_load_round_trips_with_0600() {
+    fn write_then_read_round_trips_with_0600() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("creds/nested");
         let s = store(&dir);
-        let now = OffsetDateTime::now_utc();
-        assert!(s.load(now).unwrap().is_none());
-        let b = generate(
-            &TrustDomain::public(),
+        assert!(s.snapshot().unwrap().files.is_none());
+        let params = CaParams::new(
+            TrustDomain::public(),
             "default",
             KeyType::EcdsaP256,
             Duration::ZERO,
-            now,
-        )
-        .unwrap();
-        s.save(&b).unwrap();
-        for f in ["ca.crt", "issuer.crt", "issuer.key"] {
+        );
+        let g = generate(&params, time::OffsetDateTime::now_utc()).unwrap();
+        let files = Files::of(&g.bundle);
+        s.write_files(None, &files).unwrap();
+        let custody = Custody {
+            root_key: Some(g.root_key_pem.into_bytes()),
+            journal: None,
+        };
+        s.write_custody(&Custody::default(), &custody).unwrap();
+        for f in ["ca.crt", "issuer.crt", "issuer.key", "root.key"] {
             let mode = fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{f}");
         }
-        let loaded = s.load(now).unwrap().unwrap();
-        assert_eq!(loaded.anchors_pem, b.anchors_pem);
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 3, "no temp files left");
+        let snap = s.snapshot().unwrap();
+        assert_eq!(snap.files.as_ref(), Some(&files));
+        assert_eq!(snap.custody, custody);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 4, "no temp files left");
+        s.write_custody(&custody, &Custody::default()).unwrap();
+        assert!(!dir.join("root.key").exists());
     }
 
     #[test]
     fn partial_bundle_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         fs::write(tmp.path().join("ca.crt"), "x").unwrap();
-        let err = store(tmp.path())
-            .load(OffsetDateTime::now_utc())
-            .unwrap_err()
-            .to_string();
+        let err = store(tmp.path()).snapshot().unwrap_err().to_string();
         assert!(err.contains("incomplete trust bundle"), "{err}");
         assert!(err.contains("issuer.key"), "{err}");
     }

@@ -1,10 +1,11 @@
-//! The Kubernetes store: Secret `dapr-trust-bundle` (trust anchors, issuer chain, issuer key) and
-//! ConfigMap `dapr-trust-bundle` (trust anchors only, for distribution) in Sentry's namespace.
+//! The Kubernetes store: Secret `dapr-trust-bundle` (trust anchors, issuer chain, issuer key),
+//! ConfigMap `dapr-trust-bundle` (trust anchors only, for distribution) and, for Sentry's own
+//! custody, Secret `dapr-trust-bundle-root` (root key, rotation journal), in Sentry's namespace.
 //!
-//! Every write is a compare-and-swap on `resourceVersion` (or a create that fails if someone else
-//! created first), so replicas starting together end with exactly one bundle. Beyond Dapr: missing
-//! objects are created; a ConfigMap whose `ca.crt` differs from the Secret's is repaired from the
-//! Secret instead of triggering a new CA (dapr/dapr#9563); a valid bundle is never overwritten.
+//! Every write is a compare-and-swap on the `resourceVersion` read before (or a create that
+//! fails if someone else created first), so replicas acting together end with one bundle. Beyond
+//! Dapr: missing objects are created, and the ConfigMap always follows the Secret (repaired from
+//! it rather than triggering a new CA, dapr/dapr#9563).
 
 use std::collections::BTreeMap;
 
@@ -12,18 +13,20 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::ByteString;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
-use time::OffsetDateTime;
-use tracing::{info, warn};
+use tracing::warn;
 
-use super::StoreError;
-use crate::bundle::{self, Bundle, BundlePart};
+use super::{Custody, Files, Snapshot, StoreError};
+use crate::bundle::BundlePart;
 use crate::k8s::{call, K8sError};
 
 /// Name of the Secret and ConfigMap holding the bundle.
 pub const TRUST_BUNDLE: &str = "dapr-trust-bundle";
-
-/// How often a write that lost a race is retried before giving up.
-const MAX_ATTEMPTS: usize = 10;
+/// Name of the Secret holding Sentry's custody data.
+pub const ROOT_SECRET: &str = "dapr-trust-bundle-root";
+/// Key of the root key in [`ROOT_SECRET`].
+pub const ROOT_KEY: &str = "root.key";
+/// Key of the rotation journal in [`ROOT_SECRET`].
+pub const JOURNAL_KEY: &str = "rotation.json";
 
 /// Data keys of the bundle (base names of the file-name flags).
 #[derive(Debug, Clone)]
@@ -36,7 +39,14 @@ pub struct Keys {
     pub issuer_key: String,
 }
 
-/// The bundle in a Secret and a ConfigMap.
+/// The objects as read (`resourceVersion`s), for compare-and-swap writes.
+#[derive(Debug, Clone, Default)]
+pub struct Versions {
+    secret: Option<Secret>,
+    root: Option<Secret>,
+}
+
+/// The bundle in Secrets and a ConfigMap.
 #[derive(Clone)]
 pub struct KubeStore {
     secrets: Api<Secret>,
@@ -45,8 +55,22 @@ pub struct KubeStore {
     keys: Keys,
 }
 
-fn k8s_err(what: &str, e: K8sError) -> StoreError {
-    StoreError::Kubernetes(format!("{what}: {e}"))
+fn api_err(what: String) -> impl FnOnce(K8sError) -> StoreError {
+    move |e| {
+        if e.is_conflict() {
+            StoreError::Conflict(what)
+        } else {
+            StoreError::Kubernetes(format!("{what}: {e}"))
+        }
+    }
+}
+
+fn meta(name: &str, namespace: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(namespace.into()),
+        ..Default::default()
+    }
 }
 
 impl KubeStore {
@@ -60,158 +84,194 @@ impl KubeStore {
         }
     }
 
-    fn describe(&self, kind: &str, key: &str) -> String {
-        format!("{kind} {}/{TRUST_BUNDLE} key {key}", self.namespace)
-    }
-
-    /// Loads the bundle, or generates and stores one with `generate` when the Secret holds none.
-    /// Returns the bundle and whether this process generated it.
-    pub async fn load_or_generate(
-        &self,
-        generate: impl Fn() -> Result<Bundle, bundle::BundleError>,
-    ) -> Result<(Bundle, bool), StoreError> {
-        let mut generated = None::<Bundle>;
-        for attempt in 0..MAX_ATTEMPTS {
-            let secret = call(self.secrets.get_opt(TRUST_BUNDLE))
-                .await
-                .map_err(|e| k8s_err("reading Secret", e))?;
-            let data = secret
-                .as_ref()
-                .and_then(|s| s.data.clone())
-                .unwrap_or_default();
-            let get = |k: &str| data.get(k).map(|b| b.0.clone());
-            let parts = [
-                get(&self.keys.anchors),
-                get(&self.keys.issuer_cert),
-                get(&self.keys.issuer_key),
-            ];
-            match parts {
-                [Some(anchors), Some(chain), Some(key)] => {
-                    let bundle = bundle::verify(&anchors, &chain, &key, OffsetDateTime::now_utc())
-                        .map_err(|source| {
-                            let key = match source.part {
-                                BundlePart::Anchors => &self.keys.anchors,
-                                BundlePart::IssuerChain => &self.keys.issuer_cert,
-                                BundlePart::IssuerKey => &self.keys.issuer_key,
-                            };
-                            StoreError::Invalid {
-                                path: self.describe("Secret", key).into(),
-                                source,
-                            }
-                        })?;
-                    match self.sync_config_map(&anchors).await {
-                        Ok(()) => {}
-                        Err(e) if e.is_conflict() => continue,
-                        Err(e) => return Err(k8s_err("writing ConfigMap", e)),
-                    }
-                    let ours = generated
-                        .as_ref()
-                        .is_some_and(|g| g.anchors_pem.as_bytes() == anchors.as_slice());
-                    return Ok((bundle, ours));
-                }
-                [None, None, None] => {
-                    let fresh = match generated.take() {
-                        Some(b) => b,
-                        None => {
-                            info!("Root and issuer certs not found in the Secret: generating self signed CA");
-                            generate().map_err(|source| StoreError::Invalid {
-                                path: self.describe("Secret", &self.keys.anchors).into(),
-                                source,
-                            })?
-                        }
-                    };
-                    let result = self.write_secret(secret, &fresh).await;
-                    generated = Some(fresh);
-                    match result {
-                        Ok(()) => continue, // read back what was stored, then sync the ConfigMap
-                        Err(e) if e.is_conflict() => {
-                            info!(attempt, "Another Sentry stored a bundle first; using it");
-                            continue;
-                        }
-                        Err(e) => return Err(k8s_err("writing Secret", e)),
-                    }
-                }
-                _ => {
-                    let names = |present: bool| {
-                        [
-                            &self.keys.anchors,
-                            &self.keys.issuer_cert,
-                            &self.keys.issuer_key,
-                        ]
-                        .into_iter()
-                        .zip(&parts)
-                        .filter(|(_, p)| p.is_some() == present)
-                        .map(|(k, _)| self.describe("Secret", k))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                    };
-                    return Err(StoreError::Partial {
-                        present: names(true),
-                        missing: names(false),
-                    });
-                }
-            }
+    fn key_of(&self, part: BundlePart) -> &str {
+        match part {
+            BundlePart::Anchors => &self.keys.anchors,
+            BundlePart::IssuerChain => &self.keys.issuer_cert,
+            BundlePart::IssuerKey => &self.keys.issuer_key,
         }
-        Err(StoreError::Kubernetes(format!(
-            "Secret {}/{TRUST_BUNDLE}: gave up after {MAX_ATTEMPTS} conflicting writes",
-            self.namespace
-        )))
     }
 
-    /// Stores the bundle in the Secret: create when missing, else replace at the read version.
-    async fn write_secret(&self, current: Option<Secret>, bundle: &Bundle) -> Result<(), K8sError> {
-        let mut data = current
+    /// `Secret <ns>/dapr-trust-bundle key <key>`.
+    pub fn describe(&self, part: BundlePart) -> String {
+        format!(
+            "Secret {}/{TRUST_BUNDLE} key {}",
+            self.namespace,
+            self.key_of(part)
+        )
+    }
+
+    /// Reads both Secrets. A partial bundle is an error.
+    pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let secret = call(self.secrets.get_opt(TRUST_BUNDLE))
+            .await
+            .map_err(api_err(format!(
+                "reading Secret {}/{TRUST_BUNDLE}",
+                self.namespace
+            )))?;
+        let root = call(self.secrets.get_opt(ROOT_SECRET))
+            .await
+            .map_err(api_err(format!(
+                "reading Secret {}/{ROOT_SECRET}",
+                self.namespace
+            )))?;
+        let data = secret
             .as_ref()
             .and_then(|s| s.data.clone())
             .unwrap_or_default();
-        data.insert(
-            self.keys.anchors.clone(),
-            ByteString(bundle.anchors_pem.clone().into_bytes()),
-        );
+        let parts = [
+            BundlePart::Anchors,
+            BundlePart::IssuerChain,
+            BundlePart::IssuerKey,
+        ];
+        let values: Vec<Option<Vec<u8>>> = parts
+            .iter()
+            .map(|p| data.get(self.key_of(*p)).map(|b| b.0.clone()))
+            .collect();
+        let files = match <[Option<Vec<u8>>; 3]>::try_from(values) {
+            Ok([None, None, None]) => None,
+            Ok([Some(anchors), Some(issuer_cert), Some(issuer_key)]) => Some(Files {
+                anchors,
+                issuer_cert,
+                issuer_key,
+            }),
+            Ok(values) => {
+                let names = |present: bool| {
+                    parts
+                        .iter()
+                        .zip(&values)
+                        .filter(|(_, v)| v.is_some() == present)
+                        .map(|(p, _)| self.describe(*p))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                return Err(StoreError::Partial {
+                    present: names(true),
+                    missing: names(false),
+                });
+            }
+            Err(_) => unreachable!("three parts were read"),
+        };
+        let root_data = root
+            .as_ref()
+            .and_then(|s| s.data.clone())
+            .unwrap_or_default();
+        let custody = Custody {
+            root_key: root_data.get(ROOT_KEY).map(|b| b.0.clone()),
+            journal: root_data.get(JOURNAL_KEY).map(|b| b.0.clone()),
+        };
+        Ok(Snapshot {
+            files,
+            custody,
+            versions: Versions { secret, root },
+        })
+    }
+
+    /// Writes the bundle into the Secret (CAS), then makes the ConfigMap follow it.
+    pub async fn write_files(&self, base: &Versions, files: &Files) -> Result<(), StoreError> {
+        let what = format!("writing Secret {}/{TRUST_BUNDLE}", self.namespace);
+        let mut data = base
+            .secret
+            .as_ref()
+            .and_then(|s| s.data.clone())
+            .unwrap_or_default();
+        data.insert(self.keys.anchors.clone(), ByteString(files.anchors.clone()));
         data.insert(
             self.keys.issuer_cert.clone(),
-            ByteString(bundle.issuer_chain_pem.clone().into_bytes()),
+            ByteString(files.issuer_cert.clone()),
         );
         data.insert(
             self.keys.issuer_key.clone(),
-            ByteString(bundle.issuer_key_pem.clone().into_bytes()),
+            ByteString(files.issuer_key.clone()),
         );
+        self.put_secret(TRUST_BUNDLE, base.secret.clone(), data, what)
+            .await?;
+        self.sync_config_map(&files.anchors).await
+    }
+
+    /// Writes the custody Secret (CAS); an empty custody keeps the Secret with no data.
+    pub async fn write_custody(
+        &self,
+        base: &Versions,
+        custody: &Custody,
+    ) -> Result<(), StoreError> {
+        let what = format!("writing Secret {}/{ROOT_SECRET}", self.namespace);
+        let mut data = base
+            .root
+            .as_ref()
+            .and_then(|s| s.data.clone())
+            .unwrap_or_default();
+        for (key, value) in [
+            (ROOT_KEY, &custody.root_key),
+            (JOURNAL_KEY, &custody.journal),
+        ] {
+            match value {
+                Some(v) => data.insert(key.to_owned(), ByteString(v.clone())),
+                None => data.remove(key),
+            };
+        }
+        self.put_secret(ROOT_SECRET, base.root.clone(), data, what)
+            .await
+    }
+
+    async fn put_secret(
+        &self,
+        name: &str,
+        current: Option<Secret>,
+        data: BTreeMap<String, ByteString>,
+        what: String,
+    ) -> Result<(), StoreError> {
         match current {
             Some(mut secret) => {
                 secret.data = Some(data);
-                call(
-                    self.secrets
-                        .replace(TRUST_BUNDLE, &PostParams::default(), &secret),
-                )
-                .await?;
+                call(self.secrets.replace(name, &PostParams::default(), &secret))
+                    .await
+                    .map_err(api_err(what))?;
             }
             None => {
                 let secret = Secret {
-                    metadata: ObjectMeta {
-                        name: Some(TRUST_BUNDLE.into()),
-                        namespace: Some(self.namespace.clone()),
-                        ..Default::default()
-                    },
+                    metadata: meta(name, &self.namespace),
                     data: Some(data),
                     type_: Some("Opaque".into()),
                     ..Default::default()
                 };
-                call(self.secrets.create(&PostParams::default(), &secret)).await?;
+                call(self.secrets.create(&PostParams::default(), &secret))
+                    .await
+                    .map_err(api_err(what))?;
             }
         }
         Ok(())
     }
 
-    /// Makes the ConfigMap's `ca.crt` byte-identical to the Secret's, creating it if needed.
-    async fn sync_config_map(&self, anchors: &[u8]) -> Result<(), K8sError> {
+    /// The ConfigMap's trust anchors.
+    pub async fn published_anchors(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let cm = call(self.config_maps.get_opt(TRUST_BUNDLE))
+            .await
+            .map_err(api_err(format!(
+                "reading ConfigMap {}/{TRUST_BUNDLE}",
+                self.namespace
+            )))?;
+        Ok(cm
+            .and_then(|c| c.data)
+            .and_then(|d| d.get(&self.keys.anchors).map(|s| s.clone().into_bytes())))
+    }
+
+    /// Makes the ConfigMap's `ca.crt` byte-identical to `anchors`, creating it if needed.
+    pub async fn sync_config_map(&self, anchors: &[u8]) -> Result<(), StoreError> {
+        let what = format!("writing ConfigMap {}/{TRUST_BUNDLE}", self.namespace);
         let text = String::from_utf8_lossy(anchors).into_owned();
-        let current = call(self.config_maps.get_opt(TRUST_BUNDLE)).await?;
+        let current = call(self.config_maps.get_opt(TRUST_BUNDLE))
+            .await
+            .map_err(api_err(what.clone()))?;
         match current {
             Some(cm) if cm.data.as_ref().and_then(|d| d.get(&self.keys.anchors)) == Some(&text) => {
                 Ok(())
             }
             Some(mut cm) => {
-                warn!("ConfigMap {}/{TRUST_BUNDLE} trust anchors differ from the Secret's: repairing the ConfigMap from the Secret", self.namespace);
+                warn!(
+                    "ConfigMap {}/{TRUST_BUNDLE} trust anchors differ from the Secret's: repairing the ConfigMap from the Secret",
+                    self.namespace
+                );
                 cm.data
                     .get_or_insert_with(BTreeMap::new)
                     .insert(self.keys.anchors.clone(), text);
@@ -219,20 +279,19 @@ impl KubeStore {
                     self.config_maps
                         .replace(TRUST_BUNDLE, &PostParams::default(), &cm),
                 )
-                .await?;
+                .await
+                .map_err(api_err(what))?;
                 Ok(())
             }
             None => {
                 let cm = ConfigMap {
-                    metadata: ObjectMeta {
-                        name: Some(TRUST_BUNDLE.into()),
-                        namespace: Some(self.namespace.clone()),
-                        ..Default::default()
-                    },
+                    metadata: meta(TRUST_BUNDLE, &self.namespace),
                     data: Some(BTreeMap::from([(self.keys.anchors.clone(), text)])),
                     ..Default::default()
                 };
-                call(self.config_maps.create(&PostParams::default(), &cm)).await?;
+                call(self.config_maps.create(&PostParams::default(), &cm))
+                    .await
+                    .map_err(api_err(what))?;
                 Ok(())
             }
         }

@@ -1,15 +1,56 @@
-//! Where a trust bundle lives: a directory in standalone mode ([`file`]), a Secret and a
-//! ConfigMap in Kubernetes mode ([`kube`]). Loads, verifies and saves bundles; never signs
-//! anything.
+//! Where a trust bundle lives: a directory in standalone mode ([`file`]), Secrets and a
+//! ConfigMap in Kubernetes mode ([`kube`]). Reads and writes raw bundle bytes plus Sentry's
+//! custody data (the root key and the rotation journal); never verifies or signs anything.
 
 pub mod file;
 pub mod kube;
 
 use std::path::PathBuf;
 
-use crate::bundle::BundleError;
+use crate::bundle::{Bundle, BundleError, BundlePart};
 
-/// Why a bundle could not be loaded or saved.
+/// The three bundle items as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Files {
+    /// Trust anchors (`ca.crt`).
+    pub anchors: Vec<u8>,
+    /// Issuer chain (`issuer.crt`).
+    pub issuer_cert: Vec<u8>,
+    /// Issuer key (`issuer.key`).
+    pub issuer_key: Vec<u8>,
+}
+
+impl Files {
+    /// The stored form of a bundle.
+    pub fn of(bundle: &Bundle) -> Self {
+        Self {
+            anchors: bundle.anchors_pem.clone().into_bytes(),
+            issuer_cert: bundle.issuer_chain_pem.clone().into_bytes(),
+            issuer_key: bundle.issuer_key_pem.clone().into_bytes(),
+        }
+    }
+}
+
+/// What Sentry keeps for itself: the root key of a CA it generated and the rotation journal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Custody {
+    /// Root private key (PEM), when Sentry holds it.
+    pub root_key: Option<Vec<u8>>,
+    /// Rotation journal (JSON), while a rotation or renewal is in progress.
+    pub journal: Option<Vec<u8>>,
+}
+
+/// One consistent read of a store.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The bundle, or `None` when the store holds none.
+    pub files: Option<Files>,
+    /// Custody data.
+    pub custody: Custody,
+    versions: kube::Versions,
+}
+
+/// Why a store could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A file could not be read or written.
@@ -23,7 +64,7 @@ pub enum StoreError {
     /// The stored bundle failed verification.
     #[error("{path}: {source}")]
     Invalid {
-        /// The file holding the faulty part.
+        /// The file or Secret key holding the faulty part.
         path: PathBuf,
         /// What is wrong.
         source: BundleError,
@@ -31,6 +72,9 @@ pub enum StoreError {
     /// The API server refused or did not answer.
     #[error("{0}")]
     Kubernetes(String),
+    /// Someone else wrote first (compare-and-swap lost); read again and retry.
+    #[error("{0}: changed concurrently")]
+    Conflict(String),
     /// Only some of the bundle files exist; Sentry refuses to overwrite user material.
     #[error("incomplete trust bundle: {present} present but {missing} missing; supply all three files or remove them all to generate a new CA")]
     Partial {
@@ -39,4 +83,67 @@ pub enum StoreError {
         /// Files missing.
         missing: String,
     },
+}
+
+/// A bundle store.
+#[derive(Clone)]
+pub enum Store {
+    /// A directory.
+    File(file::FileStore),
+    /// Secrets and a ConfigMap.
+    Kube(Box<kube::KubeStore>),
+}
+
+impl Store {
+    /// Reads the bundle and custody data.
+    pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        match self {
+            Store::File(s) => s.snapshot(),
+            Store::Kube(s) => s.snapshot().await,
+        }
+    }
+
+    /// Writes the bundle (only what differs from `base`); conflicts if the store changed since.
+    pub async fn write_files(&self, base: &Snapshot, files: &Files) -> Result<(), StoreError> {
+        match self {
+            Store::File(s) => s.write_files(base.files.as_ref(), files),
+            Store::Kube(s) => s.write_files(&base.versions, files).await,
+        }
+    }
+
+    /// Writes custody data; conflicts if it changed since `base`.
+    pub async fn write_custody(
+        &self,
+        base: &Snapshot,
+        custody: &Custody,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::File(s) => s.write_custody(&base.custody, custody),
+            Store::Kube(s) => s.write_custody(&base.versions, custody).await,
+        }
+    }
+
+    /// The trust anchors as distributed to clients (the ConfigMap in Kubernetes).
+    pub async fn published_anchors(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::File(s) => Ok(s.snapshot()?.files.map(|f| f.anchors)),
+            Store::Kube(s) => s.published_anchors().await,
+        }
+    }
+
+    /// Makes the distributed anchors (the ConfigMap in Kubernetes) match `files`.
+    pub async fn publish(&self, files: &Files) -> Result<(), StoreError> {
+        match self {
+            Store::File(_) => Ok(()),
+            Store::Kube(s) => s.sync_config_map(&files.anchors).await,
+        }
+    }
+
+    /// Where a bundle part lives, for error messages.
+    pub fn describe(&self, part: BundlePart) -> String {
+        match self {
+            Store::File(s) => s.path_of(part).display().to_string(),
+            Store::Kube(s) => s.describe(part),
+        }
+    }
 }

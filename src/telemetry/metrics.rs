@@ -19,6 +19,10 @@ pub struct Metrics {
     pub issuercert_expiry: IntGauge,
     /// Earliest trust-anchor NotAfter, Unix seconds.
     pub rootcert_expiry: IntGauge,
+    /// Changed bundles that were refused (invalid), keeping the last good one.
+    pub bundle_reload_failed: IntCounter,
+    /// 1 when the issuer or a root expires within the warning window and Sentry cannot renew it.
+    pub ca_expiry_warning: IntGauge,
 }
 
 impl Metrics {
@@ -71,6 +75,14 @@ impl Metrics {
             rootcert_expiry: gauge(
                 "dapr_sentry_rootcert_expiry_timestamp",
                 "The unix timestamp, in seconds, when the first trust anchor to expire will expire.",
+            )?,
+            bundle_reload_failed: counter(
+                "dapr_sentry_issuercert_reload_failed_total",
+                "The number of changed trust bundles refused because they failed verification.",
+            )?,
+            ca_expiry_warning: gauge(
+                "dapr_sentry_ca_expiry_warning",
+                "1 when the issuer or a root expires within 30 days and Sentry holds no root key to renew it.",
             )?,
             registry,
         })
