@@ -222,7 +222,11 @@ fn store_for(config: &Config, kube_client: Option<&kube::Client>) -> Store {
                 issuer_cert: base(&config.credentials.issuer_cert),
                 issuer_key: base(&config.credentials.issuer_key),
             };
-            Store::Kube(Box::new(KubeStore::new(client.clone(), &config.namespace, keys)))
+            Store::Kube(Box::new(KubeStore::new(
+                client.clone(),
+                &config.namespace,
+                keys,
+            )))
         }
     }
 }

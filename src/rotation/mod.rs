@@ -139,6 +139,7 @@ pub struct Rotator {
     serving: Arc<ServingCert>,
     metrics: Arc<Metrics>,
     last_seen: Files,
+    unsettled: Option<Files>,
     last_warning: Option<OffsetDateTime>,
 }
 
@@ -159,6 +160,7 @@ impl Rotator {
             serving,
             metrics,
             last_seen: served,
+            unsettled: None,
             last_warning: None,
         }
     }
@@ -197,14 +199,21 @@ impl Rotator {
     }
 
     async fn reload(&mut self, files: &Files, now: OffsetDateTime) {
-        self.last_seen = files.clone();
-        self.metrics.issuercert_changed.inc();
         let signer = verify(&self.store, files, now).and_then(|b| {
             Signer::new(b).map_err(|e| RotationError::Invalid {
                 location: self.store.describe(BundlePart::IssuerChain),
                 source: BundleError::new(BundlePart::IssuerChain, e.to_string()),
             })
         });
+        if signer.is_err() && self.unsettled.as_ref() != Some(files) {
+            // Files are often replaced one at a time: judge a bad bundle only once it has stayed
+            // the same for a whole check interval.
+            self.unsettled = Some(files.clone());
+            return;
+        }
+        self.unsettled = None;
+        self.last_seen = files.clone();
+        self.metrics.issuercert_changed.inc();
         match signer {
             Ok(signer) => {
                 if let Err(e) = self.store.publish(files).await {

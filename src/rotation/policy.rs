@@ -70,7 +70,7 @@ pub fn extends(cert_pem: &str, bundle: &Bundle) -> bool {
     pem::parse(cert_pem)
         .ok()
         .and_then(|p| validity(p.contents()))
-        .is_some_and(|(_, na)| na > bundle.issuer_not_after + time::Duration::minutes(1))
+        .is_some_and(|(_, na)| na > bundle.issuer_not_after + time::Duration::seconds(1))
 }
 
 /// The anchor (PEM) whose public key matches `root_key_pem`, if any.

@@ -52,6 +52,10 @@ impl Opts {
         self.args.push(a.to_owned());
         self
     }
+    pub fn args(mut self, a: &[&str]) -> Self {
+        self.args.extend(a.iter().map(|s| s.to_string()));
+        self
+    }
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.push((k.to_owned(), v.to_owned()));
         self
