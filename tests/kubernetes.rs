@@ -481,3 +481,168 @@ fn claims(
         }
     })
 }
+
+fn ca_kube(args: &[&str], cp: &str) -> std::process::Output {
+    std::process::Command::new(SENTRY)
+        .arg("ca")
+        .args(args)
+        .args([
+            "--mode",
+            "kubernetes",
+            "--namespace",
+            cp,
+            "--trust-domain",
+            "cluster.local",
+            "--kubeconfig",
+        ])
+        .arg(cluster().kubeconfig())
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn root_key_custody_hot_reload_and_phased_rotation_in_the_cluster() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = "cp-rotate";
+    let c = cluster();
+    let kubeconfig = c.control_plane(cp).await;
+    let s = Sentry::start(
+        tmp.path(),
+        Opts::default()
+            .args(&[
+                "--mode",
+                "kubernetes",
+                "--trust-domain",
+                "cluster.local",
+                "--root-rotation-grace",
+                "2s",
+            ])
+            .arg("--kubeconfig")
+            .arg(kubeconfig.to_str().unwrap())
+            .env("NAMESPACE", cp)
+            .env("DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK", "true"),
+    );
+    let kc = c.client().await;
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(kc.clone(), cp);
+    let root = secrets.get("dapr-trust-bundle-root").await.unwrap();
+    assert!(
+        root.data.unwrap().contains_key("root.key"),
+        "Sentry keeps the root key in its own Secret"
+    );
+    let anchors = configmap_anchors(&kc, cp).await.unwrap();
+    let issuer_of = |resp: &sentry::pb::SignCertificateResponse| {
+        pem_certs(&resp.workload_certificate).remove(1)
+    };
+    let ns = "apps-rotate";
+    create_namespace(&kc, ns).await;
+    let (_, token) = workload(&kc, ns, "w", "w", &[]).await;
+    let mut cl = client(&s, &anchors, cp).await;
+    let before = issuer_of(
+        &cl.sign_certificate(req("w", ns, &token))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+
+    // An operator renews the issuer through the API server; the running Sentry serves it.
+    let out = ca_kube(&["renew"], cp);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored = secrets
+        .get("dapr-trust-bundle")
+        .await
+        .unwrap()
+        .data
+        .unwrap()["issuer.crt"]
+        .0
+        .clone();
+    let new_issuer = pem_certs(&stored).remove(0);
+    assert_ne!(new_issuer, before);
+    let started = std::time::Instant::now();
+    loop {
+        let mut cl = client(&s, &anchors, cp).await;
+        if issuer_of(
+            &cl.sign_certificate(req("w", ns, &token))
+                .await
+                .unwrap()
+                .into_inner(),
+        ) == new_issuer
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "renewed issuer not served within 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let out = ca_kube(&["check"], cp);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("OK"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A root rotation: the new root is published beside the old one in Secret and ConfigMap,
+    // then (after the 2 s grace) the new issuer activates while both roots stay trusted.
+    let out = ca_kube(&["renew", "--root"], cp);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let journal = secrets
+            .get("dapr-trust-bundle-root")
+            .await
+            .unwrap()
+            .data
+            .unwrap()
+            .get("rotation.json")
+            .map(|b| b.0.clone());
+        let phase = journal.map(|j| sentry::rotation::Journal::parse(&j).unwrap().phase);
+        if phase == Some(sentry::rotation::Phase::Active) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rotation stuck in {phase:?}\n{}",
+            s.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let published = configmap_anchors(&kc, cp).await.unwrap();
+    assert_eq!(
+        pem_certs(published.as_bytes()).len(),
+        2,
+        "old and new root published"
+    );
+    let secret_anchors = secrets
+        .get("dapr-trust-bundle")
+        .await
+        .unwrap()
+        .data
+        .unwrap()["ca.crt"]
+        .0
+        .clone();
+    assert_eq!(secret_anchors, published.as_bytes());
+    // Clients holding either anchor set keep working: the old anchors verify nothing new, but the
+    // published pair verifies everything Sentry now issues.
+    let mut cl = client(&s, &published, cp).await;
+    let resp = cl
+        .sign_certificate(req("w", ns, &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.trust_chain_certificates[0], published.as_bytes());
+    assert_ne!(
+        issuer_of(&resp),
+        new_issuer,
+        "the new root's issuer signs now"
+    );
+}
