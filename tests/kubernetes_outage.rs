@@ -1,5 +1,6 @@
-//! The API server goes away while Sentry runs: requests fail fast with a clear status instead of
-//! hanging, and succeed again once it is back, without restarting Sentry. (Its own test binary:
+//! The API server goes away while Sentry runs: a token it has just reviewed keeps working (the
+//! review cache), any other request fails fast with a clear status instead of hanging, and
+//! everything succeeds again once it is back, without restarting Sentry. (Its own test binary:
 //! stopping the API server must not disturb the other Kubernetes tests.)
 
 mod common;
@@ -45,6 +46,16 @@ async fn api_server_down_then_back() {
     )
     .await
     .unwrap();
+    let fresh_token = token_request(
+        &kc,
+        ns,
+        "app",
+        Some(("app-0", &uid)),
+        &["dapr.io/sentry"],
+        3600,
+    )
+    .await
+    .unwrap();
     let tls = Arc::new(
         sentry::client::tls_config(
             anchors.as_bytes(),
@@ -52,19 +63,28 @@ async fn api_server_down_then_back() {
         )
         .unwrap(),
     );
-    let req = || {
+    let req_with = |token: &str| {
         let mut r = request("app", ns, KeyType::Ed25519);
-        r.token = token.clone();
+        r.token = token.to_owned();
         let mut r = tonic::Request::new(r);
         r.set_timeout(Duration::from_secs(30));
         r
     };
+    let req = || req_with(&token);
     let mut client = sentry::client::connect(s.grpc, tls.clone()).await.unwrap();
     client.sign_certificate(req()).await.unwrap();
 
     c.stop_apiserver();
+    // Reviewed moments ago: served from the review cache (the pod is in the watch cache).
+    client
+        .sign_certificate(req())
+        .await
+        .expect("cached review survives the outage");
     for _ in 0..3 {
-        let err = client.sign_certificate(req()).await.unwrap_err();
+        let err = client
+            .sign_certificate(req_with(&fresh_token))
+            .await
+            .unwrap_err();
         assert_eq!(
             err.code(),
             tonic::Code::PermissionDenied,
@@ -81,7 +101,7 @@ async fn api_server_down_then_back() {
     c.start_apiserver();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match client.sign_certificate(req()).await {
+        match client.sign_certificate(req_with(&fresh_token)).await {
             Ok(_) => break,
             Err(e) if Instant::now() < deadline => {
                 let _ = e;
@@ -95,6 +115,9 @@ async fn api_server_down_then_back() {
     }
     // A fresh connection works too; same process.
     let mut fresh = sentry::client::connect(s.grpc, tls).await.unwrap();
-    fresh.sign_certificate(req()).await.unwrap();
+    fresh
+        .sign_certificate(req_with(&fresh_token))
+        .await
+        .unwrap();
     assert!(s.child_alive());
 }

@@ -6,11 +6,12 @@
 //! UID it must match the pod that exists now (a token of a deleted-and-recreated pod is refused).
 
 mod cache;
+mod review_cache;
 pub mod token;
 
 use std::sync::Arc;
 
-use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use kube::Client;
@@ -38,6 +39,7 @@ pub const CONTROL_PLANE_SERVICES: [&str; 5] =
 /// Validates Kubernetes service-account tokens.
 pub struct KubernetesValidator {
     caches: Caches,
+    reviews: review_cache::ReviewCache,
     audiences: Vec<String>,
     control_plane_namespace: String,
     control_plane_trust_domain: TrustDomain,
@@ -52,6 +54,7 @@ impl KubernetesValidator {
     pub fn start(client: Client, sentry_id: &SpiffeId) -> Self {
         Self {
             caches: Caches::start(client),
+            reviews: Default::default(),
             audiences: vec![LEGACY_AUDIENCE.to_owned(), sentry_id.to_string()],
             control_plane_namespace: sentry_id.namespace().to_owned(),
             control_plane_trust_domain: sentry_id.trust_domain().clone(),
@@ -63,7 +66,8 @@ impl KubernetesValidator {
         self.caches.wait_ready(API_TIMEOUT).await
     }
 
-    async fn review(&self, token: &str) -> Result<TokenReviewStatus, ValidationError> {
+    /// The token's service-account username, from the review cache or a TokenReview.
+    async fn review(&self, token: &str) -> Result<String, ValidationError> {
         if token.is_empty() {
             return Err(deny(
                 "authentication failed: the request does not contain a token",
@@ -71,6 +75,9 @@ impl KubernetesValidator {
         }
         if token.len() > token::MAX_TOKEN_LEN {
             return Err(deny("invalid token: token too large"));
+        }
+        if let Some(username) = self.reviews.get(token) {
+            return Ok(username);
         }
         let review = TokenReview {
             spec: TokenReviewSpec {
@@ -90,7 +97,10 @@ impl KubernetesValidator {
         if status.authenticated != Some(true) {
             return Err(deny("authentication failed"));
         }
-        Ok(status)
+        let username = status.user.and_then(|u| u.username).unwrap_or_default();
+        self.reviews
+            .put(token, username.clone(), token::remaining_life(token));
+        Ok(username)
     }
 
     /// The pod named by the token, checked against the token's pod UID when it has one.
@@ -134,8 +144,7 @@ impl KubernetesValidator {
             return Err(deny("validator not ready"));
         }
         common::validate(req)?;
-        let status = self.review(&req.token).await?;
-        let username = status.user.and_then(|u| u.username).unwrap_or_default();
+        let username = self.review(&req.token).await?;
         let parts: Vec<&str> = username.split(':').collect();
         let [system, _, sa_namespace, sa_name] = parts[..] else {
             return Err(deny(

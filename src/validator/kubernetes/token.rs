@@ -18,6 +18,7 @@ pub struct PodClaims {
 struct Claims {
     #[serde(rename = "kubernetes.io")]
     kubernetes: Option<KubernetesClaims>,
+    exp: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -34,8 +35,14 @@ struct PodClaim {
 /// Largest token accepted for parsing (bytes).
 pub const MAX_TOKEN_LEN: usize = 64 * 1024;
 
-/// Extracts the pod claims. `Err` is the parse problem; `Ok(None)` means no pod name claim.
-pub fn pod_claims(token: &str) -> Result<Option<PodClaims>, String> {
+/// Time left before the token's `exp` claim, if it has one (zero when already expired).
+pub fn remaining_life(token: &str) -> Option<std::time::Duration> {
+    let exp = decode(token).ok()?.exp?;
+    let left = exp - time::OffsetDateTime::now_utc().unix_timestamp();
+    Some(std::time::Duration::from_secs(left.max(0) as u64))
+}
+
+fn decode(token: &str) -> Result<Claims, String> {
     if token.len() > MAX_TOKEN_LEN {
         return Err("token too large".into());
     }
@@ -53,8 +60,12 @@ pub fn pod_claims(token: &str) -> Result<Option<PodClaims>, String> {
             .decode(payload.trim_end_matches('='))
             .map_err(|e| format!("invalid payload encoding: {e}"))?
     };
-    let claims: Claims =
-        serde_json::from_slice(&json).map_err(|e| format!("invalid claims: {e}"))?;
+    serde_json::from_slice(&json).map_err(|e| format!("invalid claims: {e}"))
+}
+
+/// Extracts the pod claims. `Err` is the parse problem; `Ok(None)` means no pod name claim.
+pub fn pod_claims(token: &str) -> Result<Option<PodClaims>, String> {
+    let claims = decode(token)?;
     Ok(claims
         .kubernetes
         .and_then(|k| k.pod)
