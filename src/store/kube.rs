@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::ByteString;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::{Custody, Files, Snapshot, StoreError};
 use crate::bundle::BundlePart;
@@ -268,10 +268,14 @@ impl KubeStore {
                 Ok(())
             }
             Some(mut cm) => {
-                warn!(
-                    "ConfigMap {}/{TRUST_BUNDLE} trust anchors differ from the Secret's: repairing the ConfigMap from the Secret",
-                    self.namespace
-                );
+                if cm.data.as_ref().is_some_and(|d| d.contains_key(&self.keys.anchors)) {
+                    warn!(
+                        "ConfigMap {}/{TRUST_BUNDLE} trust anchors differ from the Secret's: repairing the ConfigMap from the Secret",
+                        self.namespace
+                    );
+                } else {
+                    info!("Publishing the trust anchors in ConfigMap {}/{TRUST_BUNDLE}", self.namespace);
+                }
                 cm.data
                     .get_or_insert_with(BTreeMap::new)
                     .insert(self.keys.anchors.clone(), text);

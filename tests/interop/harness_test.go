@@ -157,6 +157,7 @@ type sentryProc struct {
 	name        string
 	bin         string
 	dir         string
+	namespace   string // env NAMESPACE it runs with
 	configPath  string
 	port        int
 	healthzPort int
@@ -238,6 +239,7 @@ func launchSentry(o sentryOpts, workDir string) (*sentryProc, error) {
 		name:        filepath.Base(o.bin),
 		bin:         o.bin,
 		dir:         o.dir,
+		namespace:   sentryNamespace,
 		configPath:  filepath.Join(workDir, "sentry-config.yaml"),
 		port:        ports[0],
 		healthzPort: ports[1],
@@ -256,7 +258,7 @@ func launchSentry(o sentryOpts, workDir string) (*sentryProc, error) {
 		"--trust-domain", sentryTrustDomain,
 		"--config", s.configPath,
 	)
-	s.cmd.Env = append(os.Environ(), "NAMESPACE="+sentryNamespace)
+	s.cmd.Env = append(os.Environ(), "NAMESPACE="+s.namespace)
 	s.cmd.Stdout = s.logs
 	s.cmd.Stderr = s.logs
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -284,7 +286,7 @@ func (s *sentryProc) waitHealthy(timeout time.Duration) error {
 	for time.Now().Before(deadline) {
 		select {
 		case <-s.exited:
-			return fmt.Errorf("sentry exited before becoming healthy (%v); cmd: NAMESPACE=%s %s", s.err, sentryNamespace, s.args())
+			return fmt.Errorf("sentry exited before becoming healthy (%v); cmd: NAMESPACE=%s %s", s.err, s.namespace, s.args())
 		default:
 		}
 		resp, err := client.Get(url)
@@ -306,7 +308,7 @@ func (s *sentryProc) waitHealthy(timeout time.Duration) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("sentry not healthy after %s (last: %s); cmd: NAMESPACE=%s %s", timeout, last, sentryNamespace, s.args())
+	return fmt.Errorf("sentry not healthy after %s (last: %s); cmd: NAMESPACE=%s %s", timeout, last, s.namespace, s.args())
 }
 
 func (s *sentryProc) kill() {
