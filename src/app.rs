@@ -1,6 +1,9 @@
 //! Wires the parts together for `sentry` (serve): load or generate the bundle, start the CA, the
 //! serving certificate, the gRPC listener and the health/metrics endpoints, and shut down cleanly
-//! on SIGINT/SIGTERM.
+//! on SIGINT/SIGTERM. The JWT features (JWT-SVIDs, OIDC discovery, the `jwks` validator) are
+//! wired in [`jwt`].
+
+mod jwt;
 
 use std::sync::Arc;
 
@@ -127,6 +130,7 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
         },
     ));
     readiness.set_ready(Target::Ca);
+    let jwt_parts = jwt::start(&config, &metrics, &readiness, stopped()).await?;
 
     let (serving, renew_at) = ServingCert::issue(&ca, config.sentry_id.clone())
         .context("issuing Sentry's serving certificate")?;
@@ -150,7 +154,11 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
 
     let kubernetes =
         kube_client.map(|client| KubernetesValidator::start(client, &config.sentry_id));
-    let validators = Arc::new(Validators::new(config.validators.clone(), kubernetes));
+    let mut validators = Validators::new(config.validators.clone(), kubernetes);
+    if let Some(jwks) = jwt_parts.jwks {
+        validators = validators.with_jwks(jwks);
+    }
+    let validators = Arc::new(validators);
     {
         let (validators, readiness) = (validators.clone(), readiness.clone());
         tokio::spawn(async move {
@@ -159,7 +167,10 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
             readiness.set_ready(Target::KubernetesValidator);
         });
     }
-    let service = CaService::new(ca, validators, metrics, control_plane(&config));
+    let mut service = CaService::new(ca, validators, metrics, control_plane(&config));
+    if let Some(issuer) = jwt_parts.issuer {
+        service = service.with_jwt(issuer);
+    }
     let grpc = bind(&config.grpc.to_bind_string()).await?;
     info!(addr = %grpc.local_addr()?, "Running gRPC server");
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(serving)?));

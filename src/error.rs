@@ -2,6 +2,7 @@
 
 use tonic::{Code, Status};
 
+use crate::ca::jwt::JwtError;
 use crate::ca::{CsrError, IssueError};
 use crate::spiffe::SpiffeError;
 use crate::validator::ValidationError;
@@ -21,6 +22,9 @@ pub enum SignError {
     /// Signing failed on the server side.
     #[error("failed to sign certificate")]
     Sign(#[from] IssueError),
+    /// JWT-SVIDs could not be issued.
+    #[error(transparent)]
+    Jwt(#[from] JwtError),
 }
 
 impl SignError {
@@ -35,6 +39,9 @@ impl SignError {
             // Dapr answers Internal here; the fault is the caller's, so we say InvalidArgument.
             SignError::Identity(_) => Code::InvalidArgument,
             SignError::Sign(_) => Code::Internal,
+            // Beyond Dapr: a cap on requested audiences (each costs a signature).
+            SignError::Jwt(JwtError::TooManyAudiences(_)) => Code::InvalidArgument,
+            SignError::Jwt(_) => Code::Internal,
         }
     }
 
@@ -45,6 +52,7 @@ impl SignError {
             SignError::Csr(_) => "csr",
             SignError::Identity(_) => "identity",
             SignError::Sign(_) => "sign",
+            SignError::Jwt(_) => "jwt",
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod jose;
 pub mod k8s;
 pub mod rotation;
 pub mod server;

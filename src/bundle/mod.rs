@@ -1,8 +1,10 @@
 //! The trust bundle: trust anchors, the issuer chain and the issuer key. Generates a new one
-//! ([`generate`]) and parses and verifies a supplied one ([`verify`]). Pure data and crypto: no
+//! ([`generate`]) and parses and verifies a supplied one ([`verify`]). The JWT signing key and
+//! JWKS form a separate part ([`jwt`]), present only with `--jwt-enabled`. Pure data and crypto: no
 //! file or network I/O (that belongs to [`crate::store`]).
 
 mod generate;
+pub mod jwt;
 mod keys;
 mod verify;
 

@@ -1,11 +1,12 @@
-//! The certificate authority proper: CSR handling ([`csr`]), certificate profiles ([`profile`])
-//! and signing with the current issuer ([`issuer`]).
+//! The certificate authority proper: CSR handling ([`csr`]), certificate profiles ([`profile`]),
+//! signing with the current issuer ([`issuer`]) and JWT-SVIDs ([`jwt`]).
 //!
 //! [`Ca`] publishes the current [`Signer`] through an atomic swap, so the request path reads it
 //! without a lock and a new bundle takes effect for the next request without a restart.
 
 pub mod csr;
 pub mod issuer;
+pub mod jwt;
 pub mod profile;
 
 use std::sync::Arc;

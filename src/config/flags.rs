@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
+use super::jwt::JwtFlags;
 use crate::bundle::KeyType;
 
 /// Where the trust bundle lives and which identities Sentry trusts.
@@ -121,6 +122,9 @@ pub struct Flags {
     /// How often the bundle store is checked for changes and due renewals.
     #[arg(long, default_value = "1s", value_parser = duration_arg)]
     pub bundle_check_interval: Duration,
+    /// JWT-SVID and OIDC discovery flags.
+    #[command(flatten)]
+    pub jwt: JwtFlags,
 }
 
 fn duration_arg(s: &str) -> Result<Duration, String> {

@@ -4,6 +4,8 @@
 mod duration;
 mod file;
 mod flags;
+pub mod jwks;
+pub mod jwt;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +13,8 @@ use std::time::Duration;
 pub use duration::parse_go_duration;
 pub use file::{expand_env, ConfigurationFile, TokenValidatorSpec};
 pub use flags::{normalize_args, Flags, LogLevel, Mode};
+pub use jwks::JwksOptions;
+pub use jwt::{JwtConfig, JwtFlags, OidcConfig, OidcTls};
 
 use crate::bundle::KeyType;
 use crate::spiffe::{SpiffeError, SpiffeId, TrustDomain};
@@ -66,6 +70,9 @@ pub enum ConfigError {
     /// The Kubernetes `Configuration` could not be read.
     #[error("{0}")]
     Kubernetes(String),
+    /// A flag's value, or a combination of flags, is invalid.
+    #[error("{0}")]
+    Flag(String),
 }
 
 /// Paths of the trust-bundle files.
@@ -105,6 +112,8 @@ pub struct ValidatorSet {
     pub enabled: Vec<ValidatorKind>,
     /// Validator used for `UNKNOWN`; `None` means the request must name one.
     pub default: Option<ValidatorKind>,
+    /// Options of the `jwks` validator, when it is enabled.
+    pub jwks: Option<JwksOptions>,
 }
 
 /// Host and port of a listener.
@@ -189,6 +198,10 @@ pub struct Config {
     pub log: LogOptions,
     /// Renewal and rotation.
     pub rotation: crate::rotation::Settings,
+    /// JWT-SVID issuance, when `--jwt-enabled`.
+    pub jwt: Option<JwtConfig>,
+    /// OIDC discovery server, when `--oidc-enabled`.
+    pub oidc: Option<OidcConfig>,
 }
 
 impl Config {
@@ -262,6 +275,12 @@ impl Config {
             interval: flags.bundle_check_interval.max(Duration::from_millis(100)),
             expiry_warning: time::Duration::days(30),
         };
+        let (jwt, oidc) = jwt::resolve(&flags.jwt, &flags.issuer_credentials)?;
+        if flags.mode == Mode::Kubernetes && jwt.is_some() {
+            return Err(ConfigError::Unsupported(
+                "--jwt-enabled is not available in Kubernetes mode in this build yet (the JWT key and JWKS are not kept in the dapr-trust-bundle Secret/ConfigMap)".into(),
+            ));
+        }
         Ok(Self {
             mode: flags.mode,
             trust_domain,
@@ -293,6 +312,8 @@ impl Config {
             kubeconfig: flags.kubeconfig.clone(),
             log: LogOptions::from_flags(flags),
             rotation,
+            jwt,
+            oidc,
         })
     }
 }
@@ -343,30 +364,39 @@ fn resolve_validators(
         path: path.to_path_buf(),
         problem,
     };
-    let mut extra = Vec::new();
+    let mut jwks = None;
     for spec in specs {
         match spec.name.to_ascii_lowercase().as_str() {
             "kubernetes" | "insecure" => return Err(invalid(
                 "the built-in 'kubernetes' and 'insecure' validators cannot be configured manually"
                     .into(),
             )),
-            "jwks" => extra.push(ValidatorKind::Jwks),
+            "jwks" => {
+                jwks = Some(jwks::parse_options(&spec.options).map_err(&invalid)?);
+            }
             other => return Err(invalid(format!("invalid token validator name: {other}"))),
         }
     }
-    if !extra.is_empty() {
-        return Err(ConfigError::Unsupported(
-            "the jwks token validator is not available in this build yet".into(),
-        ));
-    }
-    Ok(match mode {
-        Mode::Standalone => ValidatorSet {
+    Ok(match (mode, jwks) {
+        // Standalone: jwks replaces insecure, and requests must name it (no default).
+        (Mode::Standalone, Some(jwks)) => ValidatorSet {
+            enabled: vec![ValidatorKind::Jwks],
+            default: None,
+            jwks: Some(jwks),
+        },
+        (Mode::Standalone, None) => ValidatorSet {
             enabled: vec![ValidatorKind::Insecure],
             default: Some(ValidatorKind::Insecure),
+            jwks: None,
         },
-        Mode::Kubernetes => ValidatorSet {
-            enabled: vec![ValidatorKind::Kubernetes],
+        // Kubernetes: jwks is added beside the Kubernetes validator, which stays the default.
+        (Mode::Kubernetes, jwks) => ValidatorSet {
+            enabled: [ValidatorKind::Kubernetes]
+                .into_iter()
+                .chain(jwks.is_some().then_some(ValidatorKind::Jwks))
+                .collect(),
             default: Some(ValidatorKind::Kubernetes),
+            jwks,
         },
     })
 }
@@ -412,6 +442,34 @@ mod tests {
             options: Default::default(),
         };
         assert!(resolve_validators(Mode::Standalone, &[spec], Path::new("c")).is_err());
+    }
+
+    #[test]
+    fn jwks_validator_replaces_insecure_or_joins_kubernetes() {
+        let spec = TokenValidatorSpec {
+            name: "JWKS".into(),
+            options: [("source".to_owned(), "{\"keys\":[]}".into())].into(),
+        };
+        let set = resolve_validators(
+            Mode::Standalone,
+            std::slice::from_ref(&spec),
+            Path::new("c"),
+        )
+        .unwrap();
+        assert_eq!(set.enabled, [ValidatorKind::Jwks]);
+        assert_eq!(set.default, None);
+        assert_eq!(set.jwks.unwrap().source, "{\"keys\":[]}");
+        let set = resolve_validators(Mode::Kubernetes, &[spec], Path::new("c")).unwrap();
+        assert_eq!(
+            set.enabled,
+            [ValidatorKind::Kubernetes, ValidatorKind::Jwks]
+        );
+        assert_eq!(set.default, Some(ValidatorKind::Kubernetes));
+        let no_source = TokenValidatorSpec {
+            name: "jwks".into(),
+            options: Default::default(),
+        };
+        assert!(resolve_validators(Mode::Standalone, &[no_source], Path::new("c")).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tracing::{debug, error};
 
+use crate::ca::jwt::JwtIssuer;
 use crate::ca::{parse_csr, Ca};
 use crate::error::SignError;
 use crate::pb::ca_server::Ca as CaRpc;
@@ -51,6 +52,7 @@ pub struct CaService {
     validators: Arc<Validators>,
     metrics: Arc<Metrics>,
     control_plane: ControlPlane,
+    jwt: Option<Arc<JwtIssuer>>,
 }
 
 impl CaService {
@@ -66,7 +68,14 @@ impl CaService {
             validators,
             metrics,
             control_plane,
+            jwt: None,
         }
+    }
+
+    /// Also issues JWT-SVIDs with `issuer` (`--jwt-enabled`).
+    pub fn with_jwt(mut self, issuer: Arc<JwtIssuer>) -> Self {
+        self.jwt = Some(issuer);
+        self
     }
 
     async fn handle(
@@ -81,6 +90,7 @@ impl CaService {
         let id = SpiffeId::new(trust_domain, &req.namespace, &req.id)?;
         let signer = self.ca.signer();
         let lifetimes = self.ca.lifetimes();
+        let now = time::OffsetDateTime::now_utc();
         let issued = signer
             .sign(
                 &key,
@@ -88,9 +98,16 @@ impl CaService {
                 &dns_names,
                 lifetimes.ttl,
                 lifetimes.allowed_clock_skew,
-                time::OffsetDateTime::now_utc(),
+                now,
             )
             .inspect_err(|e| error!(error = %e, "failed to sign certificate"))?;
+        let (jwt, per_audience_jwts) = match &self.jwt {
+            Some(issuer) => {
+                let svids = issuer.issue(&id, &req.jwt_audiences, now)?;
+                (Some(svids.jwt), svids.per_audience)
+            }
+            None => (None, Default::default()),
+        };
         Ok(SignCertificateResponse {
             workload_certificate: issued.chain_pem.into_bytes(),
             trust_chain_certificates: vec![signer.bundle().anchors_pem.clone().into_bytes()],
@@ -98,8 +115,8 @@ impl CaService {
                 seconds: issued.not_after.unix_timestamp(),
                 nanos: 0,
             }),
-            jwt: None,
-            per_audience_jwts: Default::default(),
+            jwt,
+            per_audience_jwts,
         })
     }
 }

@@ -203,7 +203,7 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
-fn write_temp(path: &Path, data: &[u8]) -> std::io::Result<PathBuf> {
+pub(super) fn write_temp(path: &Path, data: &[u8]) -> std::io::Result<PathBuf> {
     let tmp = temp_path(path);
     let _ = fs::remove_file(&tmp);
     let result = (|| {
@@ -224,7 +224,7 @@ fn write_temp(path: &Path, data: &[u8]) -> std::io::Result<PathBuf> {
     }
 }
 
-fn sync_parent(path: &Path) {
+pub(super) fn sync_parent(path: &Path) {
     if let Some(dir) = path.parent() {
         if let Ok(d) = fs::File::open(dir) {
             let _ = d.sync_all();

@@ -1,8 +1,10 @@
-//! Where a trust bundle lives: a directory in standalone mode ([`file`]), Secrets and a
-//! ConfigMap in Kubernetes mode ([`kube`]). Reads and writes raw bundle bytes plus Sentry's
-//! custody data (the root key and the rotation journal); never verifies or signs anything.
+//! Where a trust bundle lives: a directory in standalone mode ([`file`], and [`jwt_file`] for the
+//! JWT key and JWKS), Secrets and a ConfigMap in Kubernetes mode ([`kube`]). Reads and writes raw
+//! bundle bytes plus Sentry's custody data (the root key and the rotation journal); never signs
+//! anything.
 
 pub mod file;
+pub mod jwt_file;
 pub mod kube;
 
 use std::path::PathBuf;

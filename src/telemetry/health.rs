@@ -16,9 +16,13 @@ pub enum Target {
     Metrics,
     /// The Kubernetes validator's caches are synced (or it is not enabled).
     KubernetesValidator,
+    /// The `jwks` validator loaded its key set (or it is not enabled).
+    JwksValidator,
+    /// The OIDC listener is up (or OIDC is not enabled).
+    OidcServer,
 }
 
-const TARGETS: usize = 5;
+const TARGETS: usize = 7;
 
 /// Shared readiness flags.
 #[derive(Debug, Clone, Default)]
@@ -61,6 +65,9 @@ mod tests {
         }
         assert!(!r.is_ready());
         r.set_ready(Target::Metrics);
+        r.set_ready(Target::JwksValidator);
+        assert!(!r.is_ready());
+        r.set_ready(Target::OidcServer);
         assert!(r.is_ready());
         r.set_not_ready(Target::GrpcServer);
         assert!(!r.is_ready());

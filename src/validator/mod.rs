@@ -4,6 +4,8 @@
 
 pub mod common;
 pub mod insecure;
+pub mod jwks;
+pub mod jwks_source;
 pub mod kubernetes;
 
 use crate::config::ValidatorSet;
@@ -41,6 +43,7 @@ pub struct Validators {
     set: ValidatorSet,
     insecure: insecure::Insecure,
     kubernetes: Option<kubernetes::KubernetesValidator>,
+    jwks: Option<jwks::JwksValidator>,
 }
 
 impl Validators {
@@ -50,6 +53,7 @@ impl Validators {
             set,
             insecure: insecure::Insecure,
             kubernetes,
+            jwks: None,
         }
     }
 
@@ -59,6 +63,12 @@ impl Validators {
             Some(k) => k.ready().await,
             None => true,
         }
+    }
+
+    /// Adds the started `jwks` validator (enabled through `set`).
+    pub fn with_jwks(mut self, validator: jwks::JwksValidator) -> Self {
+        self.jwks = Some(validator);
+        self
     }
 
     /// Picks the validator for a request: its own choice, else the default.
@@ -86,9 +96,11 @@ impl Validators {
         match (kind, &self.kubernetes) {
             (ValidatorKind::Insecure, _) => self.insecure.validate(req),
             (ValidatorKind::Kubernetes, Some(k)) => k.validate(req).await,
-            (ValidatorKind::Kubernetes, None) | (ValidatorKind::Jwks, _) => {
-                Err(ValidationError::NotEnabled)
-            }
+            (ValidatorKind::Jwks, _) => match &self.jwks {
+                Some(v) => v.validate(req).await,
+                None => Err(ValidationError::NotEnabled),
+            },
+            (ValidatorKind::Kubernetes, None) => Err(ValidationError::NotEnabled),
         }
     }
 }
