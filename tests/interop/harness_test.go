@@ -151,6 +151,7 @@ type sentryOpts struct {
 	dir              string
 	workloadCertTTL  string // default 24h
 	allowedClockSkew string // default 15m
+	extraArgs        []string
 }
 
 type sentryProc struct {
@@ -258,6 +259,7 @@ func launchSentry(o sentryOpts, workDir string) (*sentryProc, error) {
 		"--trust-domain", sentryTrustDomain,
 		"--config", s.configPath,
 	)
+	s.cmd.Args = append(s.cmd.Args, o.extraArgs...)
 	s.cmd.Env = append(os.Environ(), "NAMESPACE="+s.namespace)
 	s.cmd.Stdout = s.logs
 	s.cmd.Stderr = s.logs
