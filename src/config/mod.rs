@@ -473,6 +473,14 @@ mod tests {
     }
 
     #[test]
+    fn jwt_is_refused_in_kubernetes_mode_for_now() {
+        let flags =
+            Flags::try_parse_from(["sentry", "--mode", "kubernetes", "--jwt-enabled"]).unwrap();
+        let err = Config::resolve(&flags, None, None).unwrap_err().to_string();
+        assert!(err.contains("--jwt-enabled"), "{err}");
+    }
+
+    #[test]
     fn bad_trust_domain_flag() {
         let flags = Flags::try_parse_from(["sentry", "--trust-domain", "Bad Domain"]).unwrap();
         assert!(Config::resolve(&flags, None, None).is_err());

@@ -35,6 +35,8 @@ pub const FIRST_RETRY: Duration = Duration::from_millis(200);
 pub const MAX_RETRY: Duration = Duration::from_secs(5);
 /// Largest JWKS document accepted.
 pub const MAX_JWKS_BYTES: usize = 1 << 20;
+/// Shortest interval between two periodic fetches of a URL source.
+pub const MIN_PERIOD: Duration = Duration::from_secs(1);
 
 /// Why the `jwks` validator could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -317,13 +319,13 @@ async fn poll_url(
                 tx.send_replace(Some(Arc::new(set)));
                 readiness.set_ready(Target::JwksValidator);
                 retry = FIRST_RETRY;
-                od.min_interval
+                od.min_interval.max(MIN_PERIOD)
             }
             Err(e) => {
                 warn!(url = %fetcher.uri, error = %e, "Failed to fetch JWKS; retrying");
                 let wait = retry;
                 let cap = if tx.borrow().is_some() {
-                    od.min_interval
+                    od.min_interval.max(MIN_PERIOD)
                 } else {
                     MAX_RETRY
                 };
@@ -379,5 +381,72 @@ mod tests {
         o.ca_certificate =
             Some("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into());
         assert!(classify(&o).is_err());
+    }
+
+    /// Serves whatever `body` holds, one HTTP/1.1 response per connection.
+    async fn serve(body: Arc<Mutex<String>>) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = tcp.read(&mut buf).await;
+                let b = body.lock().unwrap().clone();
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+                    b.len()
+                );
+                let _ = tcp.write_all(resp.as_bytes()).await;
+            }
+        });
+        addr
+    }
+
+    fn jwks(n: usize) -> String {
+        let keys: Vec<_> = (0..n)
+            .map(|i| {
+                let key = crate::jose::SigningKey::generate(crate::jose::Algorithm::EdDSA).unwrap();
+                key.public_key()
+                    .to_jwk(&format!("k{i}"), crate::jose::Algorithm::EdDSA)
+            })
+            .collect();
+        serde_json::json!({ "keys": keys }).to_string()
+    }
+
+    #[tokio::test]
+    async fn url_source_refreshes_on_demand_at_most_once_per_interval() {
+        let body = Arc::new(Mutex::new(jwks(1)));
+        let addr = serve(body.clone()).await;
+        let url = format!("http://{addr}/jwks.json");
+        // No minimum interval: an unknown kid always triggers a fetch.
+        let mut o = opts(&url);
+        o.min_refresh_interval = Duration::ZERO;
+        let cache = KeyCache::start(&o, Readiness::default()).unwrap();
+        let first = cache.current(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(first.len(), 1);
+        *body.lock().unwrap() = jwks(2);
+        let fresh = cache.refreshed().await.expect("a new key set");
+        assert_eq!(fresh.len(), 2);
+        // Within the minimum interval of the last fetch, no on-demand fetch happens.
+        let limited = KeyCache::start(&opts(&url), Readiness::default()).unwrap();
+        assert_eq!(
+            limited
+                .current(Duration::from_secs(10))
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        *body.lock().unwrap() = jwks(3);
+        assert!(limited.refreshed().await.is_none());
+        assert_eq!(limited.current(Duration::ZERO).await.unwrap().len(), 2);
+        let mut o = opts("/nonexistent/jwks.json");
+        o.min_refresh_interval = Duration::ZERO;
+        let file_cache = KeyCache::start(&o, Readiness::default()).unwrap();
+        assert!(
+            file_cache.refreshed().await.is_none(),
+            "only URL sources refresh on demand"
+        );
     }
 }
