@@ -4,6 +4,7 @@
 mod duration;
 mod file;
 mod flags;
+mod limits;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +12,7 @@ use std::time::Duration;
 pub use duration::parse_go_duration;
 pub use file::{expand_env, ConfigurationFile, TokenValidatorSpec};
 pub use flags::{normalize_args, Flags, LogLevel, Mode};
+pub use limits::{Limits, PeerRate};
 
 use crate::bundle::KeyType;
 use crate::spiffe::{SpiffeError, SpiffeId, TrustDomain};
@@ -66,6 +68,9 @@ pub enum ConfigError {
     /// The Kubernetes `Configuration` could not be read.
     #[error("{0}")]
     Kubernetes(String),
+    /// A capacity-limit flag is out of range.
+    #[error("{0}")]
+    Limit(String),
 }
 
 /// Paths of the trust-bundle files.
@@ -189,6 +194,8 @@ pub struct Config {
     pub log: LogOptions,
     /// Renewal and rotation.
     pub rotation: crate::rotation::Settings,
+    /// Capacity limits and load shedding.
+    pub limits: Limits,
 }
 
 impl Config {
@@ -262,6 +269,7 @@ impl Config {
             interval: flags.bundle_check_interval.max(Duration::from_millis(100)),
             expiry_warning: time::Duration::days(30),
         };
+        let limits = Limits::from_flags(flags).map_err(ConfigError::Limit)?;
         Ok(Self {
             mode: flags.mode,
             trust_domain,
@@ -293,6 +301,7 @@ impl Config {
             kubeconfig: flags.kubeconfig.clone(),
             log: LogOptions::from_flags(flags),
             rotation,
+            limits,
         })
     }
 }

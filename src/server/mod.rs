@@ -1,6 +1,11 @@
 //! Sentry's listeners: the gRPC CA service over TLS ([`grpc`], [`tls`]) and the plain-HTTP
-//! health and metrics endpoints ([`http`]).
+//! health and metrics endpoints ([`http`]); capacity protection in front of them: a bound on open
+//! connections ([`conn_limit`]) and admission control with load shedding ([`admission`],
+//! [`peer_rate`]).
 
+pub mod admission;
+pub mod conn_limit;
 pub mod grpc;
 pub mod http;
+pub mod peer_rate;
 pub mod tls;

@@ -268,13 +268,20 @@ impl KubeStore {
                 Ok(())
             }
             Some(mut cm) => {
-                if cm.data.as_ref().is_some_and(|d| d.contains_key(&self.keys.anchors)) {
+                if cm
+                    .data
+                    .as_ref()
+                    .is_some_and(|d| d.contains_key(&self.keys.anchors))
+                {
                     warn!(
                         "ConfigMap {}/{TRUST_BUNDLE} trust anchors differ from the Secret's: repairing the ConfigMap from the Secret",
                         self.namespace
                     );
                 } else {
-                    info!("Publishing the trust anchors in ConfigMap {}/{TRUST_BUNDLE}", self.namespace);
+                    info!(
+                        "Publishing the trust anchors in ConfigMap {}/{TRUST_BUNDLE}",
+                        self.namespace
+                    );
                 }
                 cm.data
                     .get_or_insert_with(BTreeMap::new)
