@@ -82,7 +82,7 @@ pub struct Options {
 }
 
 impl Options {
-    /// Fills derived fields and checks the options for contradictions.
+    /// Checks the options for values that make no sense.
     pub fn validate(&self) -> Result<(), String> {
         if self.concurrency == 0 {
             return Err("--concurrency must be at least 1".into());

@@ -3,17 +3,20 @@
 //! The table is bounded: when it reaches [`MAX_PEERS`] entries, buckets that have refilled to full
 //! (peers that have been quiet) are dropped, since a full bucket is the same as no entry; if every
 //! peer is still active, new peers are refused until some bucket fills, which keeps memory bounded
-//! under a flood of source addresses.
+//! under a flood of source addresses. The sweep runs at most once per [`PRUNE_INTERVAL`], so such
+//! a flood cannot make every request pay for a scan of the whole table.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::PeerRate;
 
 /// Peers tracked at most.
 pub const MAX_PEERS: usize = 65_536;
+/// Least time between two sweeps of a full table.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -21,11 +24,17 @@ struct Bucket {
     at: Instant,
 }
 
+#[derive(Debug, Default)]
+struct Table {
+    buckets: HashMap<IpAddr, Bucket>,
+    last_prune: Option<Instant>,
+}
+
 /// Token buckets keyed by source IP.
 #[derive(Debug)]
 pub struct PeerLimiter {
     rate: PeerRate,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    table: Mutex<Table>,
 }
 
 impl PeerLimiter {
@@ -33,7 +42,7 @@ impl PeerLimiter {
     pub fn new(rate: PeerRate) -> Self {
         Self {
             rate,
-            buckets: Mutex::new(HashMap::new()),
+            table: Mutex::new(Table::default()),
         }
     }
 
@@ -45,17 +54,23 @@ impl PeerLimiter {
 
     /// Takes one token for `peer` at `now`; `false` means the request must be refused.
     pub fn allow(&self, peer: IpAddr, now: Instant) -> bool {
-        let Ok(mut buckets) = self.buckets.lock() else {
+        let Ok(mut table) = self.table.lock() else {
             return true;
         };
         let burst = f64::from(self.rate.burst);
-        if buckets.len() >= MAX_PEERS && !buckets.contains_key(&peer) {
-            buckets.retain(|_, b| self.refilled(*b, now) < burst);
-            if buckets.len() >= MAX_PEERS {
+        if table.buckets.len() >= MAX_PEERS && !table.buckets.contains_key(&peer) {
+            let due = table
+                .last_prune
+                .is_none_or(|at| now.saturating_duration_since(at) >= PRUNE_INTERVAL);
+            if due {
+                table.last_prune = Some(now);
+                table.buckets.retain(|_, b| self.refilled(*b, now) < burst);
+            }
+            if table.buckets.len() >= MAX_PEERS {
                 return false;
             }
         }
-        let bucket = buckets.entry(peer).or_insert(Bucket {
+        let bucket = table.buckets.entry(peer).or_insert(Bucket {
             tokens: burst,
             at: now,
         });
@@ -72,7 +87,6 @@ impl PeerLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn burst_then_refill_per_peer() {
@@ -106,8 +120,13 @@ mod tests {
         }
         let newcomer = IpAddr::from([255, 255, 255, 255]);
         assert!(!l.allow(newcomer, t), "table full of active peers");
+        let half = t + Duration::from_millis(500);
+        assert!(
+            !l.allow(newcomer, half),
+            "no second sweep within the interval"
+        );
         // One second later every bucket is full again and can be forgotten.
         assert!(l.allow(newcomer, t + Duration::from_secs(1)));
-        assert_eq!(l.buckets.lock().unwrap().len(), 1);
+        assert_eq!(l.table.lock().unwrap().buckets.len(), 1);
     }
 }
