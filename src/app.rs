@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::info;
@@ -19,6 +19,8 @@ use crate::config::{self, Config, ConfigError, Flags, LoadedConfiguration, Mode}
 use crate::k8s;
 use crate::pb::ca_server::CaServer;
 use crate::rotation::{self, Rotator};
+use crate::server::admission::Admission;
+use crate::server::conn_limit;
 use crate::server::grpc::{CaService, ControlPlane};
 use crate::server::http;
 use crate::server::tls::{self, ServingCert};
@@ -167,6 +169,7 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
             readiness.set_ready(Target::KubernetesValidator);
         });
     }
+    let admission = Admission::new(&config.limits, metrics.clone());
     let mut service = CaService::new(ca, validators, metrics, control_plane(&config));
     if let Some(issuer) = jwt_parts.issuer {
         service = service.with_jwt(issuer);
@@ -174,10 +177,21 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
     let grpc = bind(&config.grpc.to_bind_string()).await?;
     info!(addr = %grpc.local_addr()?, "Running gRPC server");
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(serving)?));
-    let incoming = ReceiverStream::new(tls::spawn_accept_loop(grpc, acceptor));
+    let limits = &config.limits;
+    let max_connections = conn_limit::fit_to_fd_limit(limits.max_connections);
+    info!(max_connections, max_in_flight = limits.max_in_flight, peer_rate = ?limits.peer_rate, "Capacity limits");
+    let connections = Arc::new(Semaphore::new(max_connections));
+    let incoming = ReceiverStream::new(tls::spawn_accept_loop(
+        grpc,
+        acceptor,
+        connections,
+        limits.handshake_timeout,
+    ));
     readiness.set_ready(Target::GrpcServer);
 
     let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .layer(admission)
         .add_service(CaServer::new(service))
         .serve_with_incoming_shutdown(incoming, stopped());
     let signal = async {

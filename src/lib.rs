@@ -6,7 +6,8 @@
 //! [`ca::issuer`] signs a SPIFFE workload certificate with the current issuer. Beside the
 //! request path, [`bundle`] owns the trust bundle (generate, parse, verify) and [`store`] owns
 //! where it lives. [`config`] resolves flags and the Dapr `Configuration` once; [`telemetry`]
-//! owns logs, metrics and readiness; [`app`] wires everything together.
+//! owns logs, metrics and readiness; [`app`] wires everything together. [`load`] is the
+//! client-side load generator behind the `sentry-load` binary.
 
 pub mod app;
 pub mod bundle;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod jose;
 pub mod k8s;
+pub mod load;
 pub mod rotation;
 pub mod server;
 pub mod spiffe;

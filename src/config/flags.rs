@@ -125,6 +125,25 @@ pub struct Flags {
     /// JWT-SVID and OIDC discovery flags.
     #[command(flatten)]
     pub jwt: JwtFlags,
+    /// Open gRPC connections at most (beyond Dapr); also capped by the file-descriptor limit.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// SignCertificate requests admitted at once; more are refused with RESOURCE_EXHAUSTED
+    /// (beyond Dapr).
+    #[arg(long, default_value_t = 1024)]
+    pub max_in_flight_requests: usize,
+    /// Concurrent requests on one HTTP/2 connection (beyond Dapr).
+    #[arg(long, default_value_t = 128)]
+    pub max_streams_per_connection: u32,
+    /// Requests per second allowed from one source IP; 0 = no limit (beyond Dapr).
+    #[arg(long, default_value_t = 0.0)]
+    pub peer_rate_limit: f64,
+    /// Requests one source IP may send back to back (default: the rate, at least 1).
+    #[arg(long)]
+    pub peer_rate_burst: Option<u32>,
+    /// Time a client has from connecting to finishing the TLS handshake (beyond Dapr).
+    #[arg(long, default_value = "10s", value_parser = duration_arg)]
+    pub tls_handshake_timeout: Duration,
 }
 
 fn duration_arg(s: &str) -> Result<Duration, String> {

@@ -6,6 +6,7 @@ mod file;
 mod flags;
 pub mod jwks;
 pub mod jwt;
+mod limits;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +16,7 @@ pub use file::{expand_env, ConfigurationFile, TokenValidatorSpec};
 pub use flags::{normalize_args, Flags, LogLevel, Mode};
 pub use jwks::JwksOptions;
 pub use jwt::{JwtConfig, JwtFlags, OidcConfig, OidcTls};
+pub use limits::{Limits, PeerRate};
 
 use crate::bundle::KeyType;
 use crate::spiffe::{SpiffeError, SpiffeId, TrustDomain};
@@ -73,6 +75,9 @@ pub enum ConfigError {
     /// A flag's value, or a combination of flags, is invalid.
     #[error("{0}")]
     Flag(String),
+    /// A capacity-limit flag is out of range.
+    #[error("{0}")]
+    Limit(String),
 }
 
 /// Paths of the trust-bundle files.
@@ -202,6 +207,8 @@ pub struct Config {
     pub jwt: Option<JwtConfig>,
     /// OIDC discovery server, when `--oidc-enabled`.
     pub oidc: Option<OidcConfig>,
+    /// Capacity limits and load shedding.
+    pub limits: Limits,
 }
 
 impl Config {
@@ -281,6 +288,7 @@ impl Config {
                 "--jwt-enabled is not available in Kubernetes mode in this build yet (the JWT key and JWKS are not kept in the dapr-trust-bundle Secret/ConfigMap)".into(),
             ));
         }
+        let limits = Limits::from_flags(flags).map_err(ConfigError::Limit)?;
         Ok(Self {
             mode: flags.mode,
             trust_domain,
@@ -314,6 +322,7 @@ impl Config {
             rotation,
             jwt,
             oidc,
+            limits,
         })
     }
 }

@@ -1,8 +1,13 @@
 //! Sentry's listeners: the gRPC CA service over TLS ([`grpc`], [`tls`]), the plain-HTTP
-//! health and metrics endpoints ([`http`]) and OIDC discovery ([`oidc`], [`oidc_listener`]).
+//! health and metrics endpoints ([`http`]) and OIDC discovery ([`oidc`], [`oidc_listener`]);
+//! capacity protection in front of them: a bound on open connections ([`conn_limit`]) and
+//! admission control with load shedding ([`admission`], [`peer_rate`]).
 
+pub mod admission;
+pub mod conn_limit;
 pub mod grpc;
 pub mod http;
 pub mod oidc;
 pub mod oidc_listener;
+pub mod peer_rate;
 pub mod tls;

@@ -12,17 +12,15 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
+use super::conn_limit::Limited;
 use crate::ca::{Ca, IssueError};
 use crate::spiffe::SpiffeId;
 use crate::telemetry::Metrics;
-
-/// How long a client may take to finish the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the serving certificate could not be issued.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +120,10 @@ fn issue_key(ca: &Ca, id: &SpiffeId) -> Result<(CertifiedKey, OffsetDateTime), S
     Ok((CertifiedKey::new(chain, signing_key), renew_at))
 }
 
-/// rustls server configuration: TLS 1.2 and 1.3, ALPN h2, no client certificate requested.
+/// rustls server configuration: TLS 1.2 and 1.3, ALPN h2, no client certificate requested, no
+/// session resumption: Sentry's clients (daprd, the control plane) dial with a fresh TLS
+/// configuration and never resume, so session tickets and a session cache would be pure cost on
+/// every handshake (an extra encrypted flight, a cache insert under a lock).
 pub fn server_config(cert: Arc<ServingCert>) -> Result<rustls::ServerConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -130,18 +131,26 @@ pub fn server_config(cert: Arc<ServingCert>) -> Result<rustls::ServerConfig, rus
         .with_no_client_auth()
         .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec()];
+    config.send_tls13_tickets = 0;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(config)
 }
 
-/// Accepts TCP connections forever, runs each TLS handshake in its own task (bounded by
-/// [`HANDSHAKE_TIMEOUT`], so silent clients cannot stall others) and sends finished streams on.
+/// Accepts TCP connections while `connections` has a permit (each connection keeps one until it
+/// closes), runs each TLS handshake in its own task (bounded by `handshake_timeout`, so silent
+/// clients cannot stall others) and sends finished streams on.
 pub fn spawn_accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-) -> mpsc::Receiver<Result<TlsStream<TcpStream>, std::io::Error>> {
+    connections: Arc<Semaphore>,
+    handshake_timeout: Duration,
+) -> mpsc::Receiver<Result<Limited<TlsStream<TcpStream>>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(async move {
         loop {
+            let Ok(permit) = connections.clone().acquire_owned().await else {
+                break;
+            };
             let (tcp, _peer) = match listener.accept().await {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -158,9 +167,9 @@ pub fn spawn_accept_loop(
             let tx = tx.clone();
             tokio::spawn(async move {
                 if let Ok(Ok(tls)) =
-                    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+                    tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await
                 {
-                    let _ = tx.send(Ok(tls)).await;
+                    let _ = tx.send(Ok(Limited::new(tls, permit))).await;
                 }
             });
         }

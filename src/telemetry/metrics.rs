@@ -23,6 +23,10 @@ pub struct Metrics {
     pub bundle_reload_failed: IntCounter,
     /// 1 when the issuer or a root expires within the warning window and Sentry cannot renew it.
     pub ca_expiry_warning: IntGauge,
+    /// Requests refused by admission control, by reason (`in_flight`, `peer_rate`); beyond Dapr.
+    pub requests_shed: IntCounterVec,
+    /// Requests admitted and not yet answered; beyond Dapr.
+    pub requests_in_flight: IntGauge,
 }
 
 impl Metrics {
@@ -83,6 +87,14 @@ impl Metrics {
             ca_expiry_warning: gauge(
                 "dapr_sentry_ca_expiry_warning",
                 "1 when the issuer or a root expires within 30 days and Sentry holds no root key to renew it.",
+            )?,
+            requests_shed: counter_vec(
+                "sentry_rs_requests_shed_total",
+                "Requests answered RESOURCE_EXHAUSTED by admission control, by reason.",
+            )?,
+            requests_in_flight: gauge(
+                "sentry_rs_requests_in_flight",
+                "Requests admitted and not yet answered.",
             )?,
             registry,
         })

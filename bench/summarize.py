@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Summarises bench/compare.sh results (JSON lines) as Markdown tables: per scenario the median
+over the alternating rounds of each server's signs/s, the ratio sentry-rs/Dapr, the server CPU
+time per signed certificate (and its ratio Dapr/sentry-rs), p99 latency and errors.
+
+Usage: summarize.py RESULTS.jsonl [EXTRA.json]
+"""
+import json
+import statistics
+import sys
+from collections import OrderedDict
+
+NAN = float("nan")
+
+
+def med(runs, f):
+    vals = [v for v in (f(r) for r in runs) if v is not None]
+    return statistics.median(vals) if vals else NAN
+
+
+def ratio(a, b):
+    return a / b if b and b == b and a == a else NAN
+
+
+def main():
+    runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+    scen = OrderedDict()
+    for r in runs:
+        key = (r.get("scenario", "closed"), r["key"], r["concurrency"], r["connections"], r.get("target_rate"))
+        scen.setdefault(key, {}).setdefault(r["server"], []).append(r)
+
+    print("| loop | CSR key | sidecars | connections | sentry-rs signs/s | Dapr signs/s | ratio | sentry-rs CPU µs/sign | Dapr CPU µs/sign | CPU ratio | sentry-rs p99 ms | Dapr p99 ms | errors rs/Dapr |")
+    print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    rounds = 0
+    for (loop, key, conc, conn, rate), by in scen.items():
+        rs, dp = by.get("sentry-rs", []), by.get("dapr", [])
+        rounds = max(rounds, len(rs))
+        ours, dapr = med(rs, lambda r: r["signs_per_s"]), med(dp, lambda r: r["signs_per_s"])
+        cpu_o = med(rs, lambda r: r.get("server_cpu_us_per_sign"))
+        cpu_d = med(dp, lambda r: r.get("server_cpu_us_per_sign"))
+        p99o, p99d = med(rs, lambda r: r["latency"]["p99_ms"]), med(dp, lambda r: r["latency"]["p99_ms"])
+        erro, errd = sum(r["errors"] for r in rs), sum(r["errors"] for r in dp)
+        label = f"open {rate:.0f}/s" if loop == "open" else "closed"
+        print(f"| {label} | {key} | {conc} | {conn} | {ours:,.0f} | {dapr:,.0f} | **{ratio(ours, dapr):.2f}×** "
+              f"| {cpu_o:.0f} | {cpu_d:.0f} | **{ratio(cpu_d, cpu_o):.2f}×** | {p99o:.2f} | {p99d:.2f} | {erro}/{errd} |")
+    print(f"\nMedian of {rounds} alternating rounds per cell (sentry-rs, Dapr, sentry-rs, Dapr, …). "
+          "CPU ratio = Dapr's CPU time per certificate ÷ ours.")
+
+    # Steady state: RSS after the runs with at most 64 sidecars that came before any run with
+    # more (allocators keep memory once grown, so later small runs inherit the 1,000-sidecar peak).
+    first_big = next((i for i, r in enumerate(runs) if r["concurrency"] > 64), len(runs))
+    steady = {s: max((r["server_rss_kib"] for r in runs[:first_big] if r["server"] == s), default=0)
+              for s in ("sentry-rs", "dapr")}
+    if len(sys.argv) > 2:
+        extra = json.load(open(sys.argv[2]))
+        print("\n| server | steady RSS (after the first ≤64-sidecar runs) | peak RSS (VmHWM, whole race) | RSS at the end | cold start to ready, median (runs) |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for name in ("sentry-rs", "dapr"):
+            e = extra.get(name, {})
+            cs = e.get("coldstart_ms", [])
+            csm = f"{statistics.median(cs):.1f} ms ({', '.join(f'{c:.0f}' for c in cs)})" if cs else "n/a"
+            print(f"| {name} | {steady[name] / 1024:.1f} MiB | {e.get('vmhwm_kib', 0) / 1024:.1f} MiB "
+                  f"| {e.get('vmrss_kib', 0) / 1024:.1f} MiB | {csm} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+//! Capacity limits: how much work Sentry takes on at once before it sheds load (flags beyond
+//! Dapr's, whose sentry has none).
+
+use std::time::Duration;
+
+use super::Flags;
+
+/// Bounds on connections and requests, resolved from the flags.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Open gRPC connections (handshaking or established); the listener stops accepting at this
+    /// many. Further capped at start-up by the process's file-descriptor limit.
+    pub max_connections: usize,
+    /// `SignCertificate` requests admitted at once (running or waiting for a core); one more is
+    /// answered `RESOURCE_EXHAUSTED` at once so the client retries later.
+    pub max_in_flight: usize,
+    /// Time from accepting a connection to the end of its TLS handshake; silent or slow clients
+    /// are dropped after it so they cannot hold connection slots.
+    pub handshake_timeout: Duration,
+    /// Concurrent requests on one HTTP/2 connection.
+    pub max_streams_per_connection: u32,
+    /// Per source IP: sustained requests per second, and burst; `None` = no per-peer limit.
+    pub peer_rate: Option<PeerRate>,
+}
+
+/// A per-peer token bucket: `per_second` tokens refill continuously up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PeerRate {
+    /// Sustained requests per second.
+    pub per_second: f64,
+    /// Requests allowed back to back.
+    pub burst: u32,
+}
+
+impl Limits {
+    /// Limits from the flags; a rate of zero (the default) disables the per-peer limit.
+    pub fn from_flags(flags: &Flags) -> Result<Self, String> {
+        if flags.tls_handshake_timeout.is_zero() {
+            return Err("--tls-handshake-timeout must be positive".into());
+        }
+        if flags.max_connections == 0 || flags.max_in_flight_requests == 0 {
+            return Err("--max-connections and --max-in-flight-requests must be at least 1".into());
+        }
+        let rate = flags.peer_rate_limit;
+        if !(rate.is_finite() && rate >= 0.0) {
+            return Err(format!("--peer-rate-limit {rate}: must be a number ≥ 0"));
+        }
+        let peer_rate = (rate > 0.0).then(|| PeerRate {
+            per_second: rate,
+            burst: flags
+                .peer_rate_burst
+                .unwrap_or_else(|| rate.ceil().min(f64::from(u32::MAX)) as u32)
+                .max(1),
+        });
+        Ok(Self {
+            max_connections: flags.max_connections,
+            max_in_flight: flags.max_in_flight_requests,
+            handshake_timeout: flags.tls_handshake_timeout,
+            max_streams_per_connection: flags.max_streams_per_connection.max(1),
+            peer_rate,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn defaults_and_peer_rate() {
+        let l = Limits::from_flags(&Flags::try_parse_from(["sentry"]).unwrap()).unwrap();
+        assert_eq!(l.peer_rate, None);
+        assert!(l.max_in_flight > 0 && l.max_connections > 0);
+        let f = Flags::try_parse_from(["sentry", "--peer-rate-limit", "2.5"]).unwrap();
+        let l = Limits::from_flags(&f).unwrap();
+        assert_eq!(
+            l.peer_rate,
+            Some(PeerRate {
+                per_second: 2.5,
+                burst: 3
+            })
+        );
+        let f = Flags::try_parse_from(["sentry", "--peer-rate-limit=-1"]).unwrap();
+        assert!(Limits::from_flags(&f).is_err());
+        let f = Flags::try_parse_from(["sentry", "--max-in-flight-requests", "0"]).unwrap();
+        assert!(Limits::from_flags(&f).is_err());
+    }
+}
