@@ -116,10 +116,41 @@ fn command(
 
 impl Sentry {
     /// Starts sentry with credentials in `dir/creds` and waits until /healthz is 200.
+    ///
+    /// The ports come from [`free_port`], and another process (a parallel test's client, say) can
+    /// take one between that check and Sentry's bind. A start that fails only for that reason is
+    /// retried on fresh ports, from a clean credentials directory if the failed attempt made it.
     pub fn start(dir: &Path, opts: Opts) -> Sentry {
-        let s = Self::spawn(dir, opts);
-        s.wait_ready();
-        s
+        let creds_existed = dir.join("creds").exists();
+        for _ in 0..4 {
+            let mut s = Self::spawn(dir, opts.clone());
+            match s.ready_or_exit() {
+                Ok(()) => return s,
+                Err(log) if log.contains("Address already in use") => {
+                    drop(s);
+                    if !creds_existed {
+                        let _ = std::fs::remove_dir_all(dir.join("creds"));
+                    }
+                }
+                Err(log) => panic!("sentry exited before it was ready; log:\n{log}"),
+            }
+        }
+        panic!("sentry found no free ports in 4 attempts");
+    }
+
+    /// Waits until /healthz is 200 (Ok) or the process has exited (Err with its log).
+    fn ready_or_exit(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if http_get(self.healthz, "/healthz").map(|(s, _)| s) == Some(200) {
+                return Ok(());
+            }
+            if self.child.try_wait().ok().flatten().is_some() {
+                return Err(self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("sentry not ready; log:\n{}", self.log_text());
     }
 
     /// Starts sentry without waiting.
