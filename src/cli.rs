@@ -14,7 +14,7 @@ use x509_parser::prelude::FromDer;
 
 use crate::bundle::{self, CaParams, KeyType};
 use crate::config::{parse_go_duration, CredentialPaths, Mode};
-use crate::rotation::{self, Journal, Phase};
+use crate::rotation::{self, Journal};
 use crate::spiffe::TrustDomain;
 use crate::store::file::FileStore;
 use crate::store::kube::{Keys, KubeStore};
@@ -257,15 +257,7 @@ pub async fn run(args: CaArgs) -> anyhow::Result<String> {
             let root_pem = rotation::matching_root(&current, &root_key)
                 .context("the root key matches none of the trust anchors")?;
             let (cert, key) = bundle::new_issuer(&params, root_pem.as_bytes(), &root_key, now)?;
-            let journal = Journal {
-                phase: Phase::Renewing,
-                next_issuer_cert: cert,
-                next_issuer_key: key,
-                next_root_cert: None,
-                next_root_key: None,
-                published_at: None,
-                activated_at: None,
-            };
+            let journal = Journal::renewing(cert, key);
             // The same crash-safe steps the server takes: journal, bundle, then close the journal.
             let custody = Custody {
                 root_key: snap.custody.root_key.clone(),

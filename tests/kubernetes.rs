@@ -19,18 +19,7 @@ const KUBERNETES: i32 = 2;
 async fn start_sentry(tmp: &std::path::Path, cp: &str) -> (Sentry, String) {
     let c = cluster();
     let kubeconfig = c.control_plane(cp).await;
-    let s = Sentry::start(
-        tmp,
-        Opts::default()
-            .arg("--mode")
-            .arg("kubernetes")
-            .arg("--kubeconfig")
-            .arg(kubeconfig.to_str().unwrap())
-            .arg("--trust-domain")
-            .arg("cluster.local")
-            .env("NAMESPACE", cp)
-            .env("DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK", "true"),
-    );
+    let s = Sentry::start(tmp, sentry_opts(&kubeconfig, cp));
     let anchors = configmap_anchors(&c.client().await, cp)
         .await
         .expect("ConfigMap created");
@@ -357,15 +346,7 @@ async fn three_replicas_on_empty_objects_end_with_one_bundle() {
     let cp = "cp-ha";
     let c = cluster();
     let kubeconfig = c.control_plane(cp).await;
-    let opts = Opts::default()
-        .arg("--mode")
-        .arg("kubernetes")
-        .arg("--kubeconfig")
-        .arg(kubeconfig.to_str().unwrap())
-        .arg("--trust-domain")
-        .arg("cluster.local")
-        .env("NAMESPACE", cp)
-        .env("DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK", "true");
+    let opts = sentry_opts(&kubeconfig, cp);
     let dirs: Vec<_> = (0..3).map(|i| tmp.path().join(format!("r{i}"))).collect();
     for d in &dirs {
         std::fs::create_dir_all(d).unwrap();
@@ -508,19 +489,7 @@ async fn root_key_custody_hot_reload_and_phased_rotation_in_the_cluster() {
     let kubeconfig = c.control_plane(cp).await;
     let s = Sentry::start(
         tmp.path(),
-        Opts::default()
-            .args(&[
-                "--mode",
-                "kubernetes",
-                "--trust-domain",
-                "cluster.local",
-                "--root-rotation-grace",
-                "2s",
-            ])
-            .arg("--kubeconfig")
-            .arg(kubeconfig.to_str().unwrap())
-            .env("NAMESPACE", cp)
-            .env("DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK", "true"),
+        sentry_opts(&kubeconfig, cp).args(&["--root-rotation-grace", "2s"]),
     );
     let kc = c.client().await;
     let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =

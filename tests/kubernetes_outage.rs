@@ -18,18 +18,7 @@ async fn api_server_down_then_back() {
     let c = cluster();
     let cp = "cp-outage";
     let kubeconfig = c.control_plane(cp).await;
-    let s = Sentry::start(
-        tmp.path(),
-        Opts::default()
-            .arg("--mode")
-            .arg("kubernetes")
-            .arg("--kubeconfig")
-            .arg(kubeconfig.to_str().unwrap())
-            .arg("--trust-domain")
-            .arg("cluster.local")
-            .env("NAMESPACE", cp)
-            .env("DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK", "true"),
-    );
+    let s = Sentry::start(tmp.path(), sentry_opts(&kubeconfig, cp));
     let kc = c.client().await;
     let anchors = configmap_anchors(&kc, cp).await.unwrap();
     let ns = "apps-outage";

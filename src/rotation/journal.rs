@@ -78,6 +78,19 @@ impl Journal {
         serde_json::to_vec_pretty(self).unwrap_or_default()
     }
 
+    /// A journal installing a new issuer under the same root.
+    pub fn renewing(next_issuer_cert: String, next_issuer_key: String) -> Self {
+        Self {
+            phase: Phase::Renewing,
+            next_issuer_cert,
+            next_issuer_key,
+            next_root_cert: None,
+            next_root_key: None,
+            published_at: None,
+            activated_at: None,
+        }
+    }
+
     /// The same journal in another phase.
     pub fn with_phase(&self, phase: Phase) -> Self {
         Self {

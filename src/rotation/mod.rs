@@ -282,15 +282,7 @@ impl Rotator {
                     return Ok(()); // capped by the root: only a root rotation helps
                 }
                 info!("Issuer certificate nearing expiry: renewing it under the same root");
-                Some(Journal {
-                    phase: Phase::Renewing,
-                    next_issuer_cert: cert,
-                    next_issuer_key: key,
-                    next_root_cert: None,
-                    next_root_key: None,
-                    published_at: None,
-                    activated_at: None,
-                })
+                Some(Journal::renewing(cert, key))
             } else {
                 None
             };

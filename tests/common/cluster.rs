@@ -31,12 +31,28 @@ pub fn cluster() -> &'static Cluster {
     CLUSTER.get_or_init(|| {
         let dir =
             Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kube-{}", std::process::id()));
-        run_ok(
-            Command::new(repo().join("tests/kube/cluster"))
+        // A start can fail on a loaded machine (a port taken between pick and bind, a slow
+        // etcd): stop whatever half started and try again.
+        let script = repo().join("tests/kube/cluster");
+        let mut last = String::new();
+        let up = (0..3).any(|_| {
+            let out = Command::new(&script)
                 .arg("up")
                 .arg(&dir)
-                .env("KUBE_CLUSTER_WATCH_PID", std::process::id().to_string()),
-        );
+                .env("KUBE_CLUSTER_WATCH_PID", std::process::id().to_string())
+                .output()
+                .unwrap();
+            if !out.status.success() {
+                last = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let _ = Command::new(&script).arg("down").arg(&dir).output();
+            }
+            out.status.success()
+        });
+        assert!(up, "tests/kube/cluster up failed 3 times:\n{last}");
         let env = std::fs::read_to_string(dir.join("env"))
             .unwrap()
             .lines()
@@ -63,15 +79,29 @@ impl Cluster {
         kube::Client::try_from(cfg).unwrap()
     }
 
-    /// Server-side applies a YAML file.
+    /// Server-side applies a YAML file (retried: tests applying the same cluster-scoped objects
+    /// at once may hit an optimistic-concurrency conflict).
     pub fn apply(&self, file: &Path) {
-        run_ok(
-            Command::new(repo().join("tests/kube/kctl"))
+        let mut last = String::new();
+        for attempt in 0..6 {
+            let out = Command::new(repo().join("tests/kube/kctl"))
                 .arg("--env")
                 .arg(self.dir.join("env"))
                 .arg("apply")
-                .arg(file),
-        );
+                .arg(file)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return;
+            }
+            last = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200 * (attempt + 1)));
+        }
+        panic!("kctl apply {} failed:\n{last}", file.display());
     }
 
     pub fn stop_apiserver(&self) {
@@ -120,6 +150,21 @@ impl Cluster {
         std::fs::write(&path, kubeconfig).unwrap();
         path
     }
+}
+
+/// Options that run Sentry in Kubernetes mode with control-plane namespace `cp`.
+pub fn sentry_opts(kubeconfig: &Path, cp: &str) -> super::Opts {
+    super::Opts::default()
+        .args(&[
+            "--mode",
+            "kubernetes",
+            "--trust-domain",
+            "cluster.local",
+            "--kubeconfig",
+        ])
+        .arg(kubeconfig.to_str().unwrap_or_default())
+        .env("NAMESPACE", cp)
+        .env("DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK", "true")
 }
 
 pub async fn create_namespace(client: &kube::Client, ns: &str) {
