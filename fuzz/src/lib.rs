@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use prost::Message;
-use sentry::bundle::{self, Bundle, KeyType};
+use sentry::bundle::{self, Bundle, CaParams, KeyType};
 use sentry::ca::{Ca, Lifetimes, Signer};
 use sentry::config::ValidatorSet;
 use sentry::pb::SignCertificateRequest;
@@ -78,10 +78,13 @@ pub fn harness() -> &'static Harness {
                     allowed_clock_skew: Duration::from_secs(15 * 60),
                 },
             ),
-            validators: Validators::new(ValidatorSet {
-                enabled: vec![ValidatorKind::Insecure],
-                default: Some(ValidatorKind::Insecure),
-            }),
+            validators: Validators::new(
+                ValidatorSet {
+                    enabled: vec![ValidatorKind::Insecure],
+                    default: Some(ValidatorKind::Insecure),
+                },
+                None,
+            ),
             control_plane: ControlPlane {
                 namespace: "dapr-system".into(),
                 cluster_domain: "cluster.local".into(),
@@ -95,14 +98,15 @@ pub fn harness() -> &'static Harness {
 
 /// A freshly generated Ed25519 bundle valid at `now`.
 pub fn generated_bundle(now: OffsetDateTime) -> Bundle {
-    bundle::generate(
-        &TrustDomain::public(),
+    let params = CaParams::new(
+        TrustDomain::public(),
         "default",
         KeyType::Ed25519,
         Duration::from_secs(60),
-        now,
-    )
-    .expect("fixture: bundle")
+    );
+    bundle::generate(&params, now)
+        .expect("fixture: bundle")
+        .bundle
 }
 
 /// Seed inputs for the `csr` target: PEM CSRs of every accepted key type, and their DER.
@@ -174,6 +178,23 @@ pub fn request_seeds() -> Vec<Vec<u8>> {
         seeds.push(req.encode_to_vec());
     }
     seeds
+}
+
+/// Seed inputs for the `k8s_token` target: a bare JSON claims object (as Dapr's tests send) and
+/// a JWS compact token shaped like a bound service-account token.
+pub fn token_seeds() -> Vec<Vec<u8>> {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let claims = r#"{"aud":["spiffe://localhost/ns/default/dapr-sentry"],"exp":1800003600,"iat":1800000000,"iss":"https://kubernetes.default.svc","kubernetes.io":{"namespace":"default","pod":{"name":"myapp-7d9f","uid":"0b5e8c3a-1f2d-4c6b-9a7e-3d2c1b0a9f8e"},"serviceaccount":{"name":"default","uid":"5f1e"}},"nbf":1800000000,"sub":"system:serviceaccount:default:default"}"#;
+    vec![
+        br#"{"kubernetes.io":{"pod":{"name":"mypod"}}}"#.to_vec(),
+        format!(
+            "{}.{}.c2lnbmF0dXJl",
+            b64(r#"{"alg":"RS256","kid":"k1"}"#),
+            b64(claims)
+        )
+        .into_bytes(),
+    ]
 }
 
 #[cfg(test)]

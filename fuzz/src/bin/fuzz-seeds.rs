@@ -9,6 +9,7 @@ fn main() -> std::io::Result<()> {
         ("csr", sentry_fuzz::csr_seeds()),
         ("bundle", sentry_fuzz::bundle_seeds()),
         ("sign_request", sentry_fuzz::request_seeds()),
+        ("k8s_token", sentry_fuzz::token_seeds()),
     ];
     for (target, seeds) in targets {
         let out = dir.join(target);
