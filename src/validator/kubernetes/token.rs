@@ -38,7 +38,7 @@ pub const MAX_TOKEN_LEN: usize = 64 * 1024;
 /// Time left before the token's `exp` claim, if it has one (zero when already expired).
 pub fn remaining_life(token: &str) -> Option<std::time::Duration> {
     let exp = decode(token).ok()?.exp?;
-    let left = exp - time::OffsetDateTime::now_utc().unix_timestamp();
+    let left = exp.saturating_sub(time::OffsetDateTime::now_utc().unix_timestamp());
     Some(std::time::Duration::from_secs(left.max(0) as u64))
 }
 
@@ -60,7 +60,24 @@ fn decode(token: &str) -> Result<Claims, String> {
             .decode(payload.trim_end_matches('='))
             .map_err(|e| format!("invalid payload encoding: {e}"))?
     };
-    serde_json::from_slice(&json).map_err(|e| format!("invalid claims: {e}"))
+    serde_json::from_slice(&json).map_err(|e| claims_error(&e))
+}
+
+/// A JSON problem without serde's quote of the offending value: the message reaches the caller
+/// and the log, and its size must not be the token's choice.
+fn claims_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Syntax => "malformed JSON",
+        Category::Eof => "truncated JSON",
+        Category::Data => "a claim has an unexpected type or value",
+        Category::Io => "unreadable JSON",
+    };
+    format!(
+        "invalid claims: {what} at line {} column {}",
+        e.line(),
+        e.column()
+    )
 }
 
 /// Extracts the pod claims. `Err` is the parse problem; `Ok(None)` means no pod name claim.
@@ -84,6 +101,25 @@ mod tests {
 
     fn b64(s: &str) -> String {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+    }
+
+    #[test]
+    fn hostile_claims_give_short_errors_and_no_overflow() {
+        // A claim of the wrong type must not be quoted back whole (it ends up in the status).
+        let long = "x".repeat(60 * 1024);
+        let err = pod_claims(&format!(r#"{{"kubernetes.io":"{long}"}}"#)).unwrap_err();
+        assert!(err.len() < 200, "{} bytes", err.len());
+        let err = pod_claims(&format!(
+            r#"{{"kubernetes.io":{{"pod":{{"name":7}}}},"{long}":1}}"#
+        ))
+        .unwrap_err();
+        assert!(err.len() < 200, "{} bytes", err.len());
+        // An `exp` far in the past or future neither panics nor wraps.
+        assert_eq!(
+            remaining_life(&format!(r#"{{"exp":{}}}"#, i64::MIN)),
+            Some(std::time::Duration::ZERO)
+        );
+        assert!(remaining_life(&format!(r#"{{"exp":{}}}"#, i64::MAX)).is_some());
     }
 
     #[test]
