@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use rustls_pki_types::{CertificateDer, UnixTime};
-use sentry::bundle::{self, KeyType, ROOT_TTL};
+use sentry::bundle::{self, CaParams, KeyType, ROOT_TTL};
 use sentry::ca::{parse_csr, IssueError, Signer};
 use sentry::spiffe::{SpiffeId, TrustDomain, MAX_ID_LEN};
 use time::OffsetDateTime;
@@ -52,8 +52,8 @@ struct Issue {
     issuer_key: KeyType,
     ttl_secs: u64,
     skew_secs: u64,
-    /// How much of its 365 days the issuer has left.
-    issuer_left_secs: u64,
+    /// Issuer lifetime (the root lives 365 days).
+    issuer_lifetime_secs: u64,
 }
 
 fn issue() -> impl Strategy<Value = Issue> {
@@ -76,23 +76,17 @@ fn issue() -> impl Strategy<Value = Issue> {
                 issuer_key,
                 ttl_secs: ttl,
                 skew_secs: skew,
-                issuer_left_secs: left,
+                issuer_lifetime_secs: left,
             },
         )
 }
 
 fn check_issue(p: &Issue) -> Result<(), TestCaseError> {
     let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
-    let generated_at = now - (ROOT_TTL - Duration::from_secs(p.issuer_left_secs));
     let td = TrustDomain::parse(&p.trust_domain).unwrap();
-    let bundle = bundle::generate(
-        &td,
-        "default",
-        p.issuer_key,
-        Duration::from_secs(60),
-        generated_at,
-    )
-    .unwrap();
+    let mut params = CaParams::new(td.clone(), "default", p.issuer_key, Duration::from_secs(60));
+    params.issuer_ttl = Duration::from_secs(p.issuer_lifetime_secs);
+    let bundle = bundle::generate(&params, now).unwrap().bundle;
     let anchors = bundle.anchors.clone();
     let issuer_der = bundle.issuer_chain[0].clone();
     let issuer_not_after = bundle.issuer_not_after;
