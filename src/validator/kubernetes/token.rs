@@ -122,6 +122,14 @@ mod tests {
         assert!(remaining_life(&format!(r#"{{"exp":{}}}"#, i64::MAX)).is_some());
     }
 
+    /// Found by the `k8s_token` fuzz target: a claim of the wrong type was quoted back whole.
+    #[test]
+    fn fuzz_regression_long_claim_message() {
+        let input = include_bytes!("../../../testdata/fuzz/k8s_token-long-claim-message");
+        let err = pod_claims(&String::from_utf8_lossy(input)).unwrap_err();
+        assert!(err.len() < 200, "{err}");
+    }
+
     #[test]
     fn bare_json_and_jws() {
         let c = pod_claims(r#"{"kubernetes.io":{"pod":{"name":"mypod"}}}"#)
