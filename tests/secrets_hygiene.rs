@@ -1,6 +1,6 @@
 //! Secrets hygiene: at debug level (text and JSON logs), a workload of good and bad requests
 //! carrying tokens leaves no token, no private key and no CSR body in any log line; the key files
-//! are 0600 in a 0700 directory.
+//! (and every other file in the credentials directory) are 0600 in a 0700 directory.
 
 mod common;
 
@@ -172,15 +172,30 @@ async fn debug_logs_hold_no_tokens_keys_or_csrs() {
         }
         let s = Sentry::start(tmp.path(), opts);
         let mut secrets = Secrets(Vec::new());
-        let key_pem = std::fs::read_to_string(s.creds().join("issuer.key")).unwrap();
-        secrets.add_der("issuer key", pem::parse(&key_pem).unwrap().contents());
+        // Every private key in the credentials directory (issuer key, kept root key).
+        let mut keys = 0;
+        for entry in std::fs::read_dir(s.creds()).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read(&path).unwrap();
+            for block in pem::parse_many(&text).unwrap_or_default() {
+                if block.tag().ends_with("PRIVATE KEY") {
+                    secrets.add_der(&path.display().to_string(), block.contents());
+                    keys += 1;
+                }
+            }
+        }
+        assert!(
+            keys >= 1,
+            "{label}: no private key found in the credentials directory"
+        );
         workload(&s, &mut secrets).await;
 
         // Key material on disk: 0600 files in a 0700 directory.
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&s.creds()), 0o700, "{label}: directory mode");
-        for f in ["ca.crt", "issuer.crt", "issuer.key"] {
-            assert_eq!(mode(&s.creds().join(f)), 0o600, "{label}: {f} mode");
+        for entry in std::fs::read_dir(s.creds()).unwrap() {
+            let path = entry.unwrap().path();
+            assert_eq!(mode(&path), 0o600, "{label}: {} mode", path.display());
         }
 
         let log_path = s.log.clone();
