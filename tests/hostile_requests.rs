@@ -566,3 +566,51 @@ async fn hostile_requests_get_clean_statuses_and_change_nothing() {
         "a request string was logged unbounded"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_audiences_cannot_inflate_the_response() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Sentry::start(tmp.path(), Opts::default().arg("--jwt-enabled"));
+    let mut client = sentry::pb::ca_client::CaClient::new(channel(&s).await);
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        (
+            "one audience just under the message limit",
+            vec!["a".repeat(MAX_MESSAGE - 64 * 1024)],
+            "JWT audience of",
+        ),
+        (
+            "a million copies of one audience",
+            vec!["a".to_owned(); 1_000_000],
+            "too many JWT audiences",
+        ),
+        (
+            "33 distinct audiences",
+            (0..33).map(|i| format!("aud-{i}")).collect(),
+            "too many JWT audiences",
+        ),
+    ];
+    let mut issued = 0;
+    for (name, audiences, msg) in cases {
+        let mut req = good();
+        req.jwt_audiences = audiences;
+        let err = client.sign_certificate(req).await.expect_err(name);
+        assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err:?}");
+        assert!(err.message().contains(msg), "{name}: {:?}", err.message());
+        let mut req = good();
+        req.jwt_audiences = vec!["spiffe://public/ns/default/other".into()];
+        let resp = client
+            .sign_certificate(req)
+            .await
+            .unwrap_or_else(|e| panic!("good request after {name}: {e:?}"))
+            .into_inner();
+        assert!(resp.jwt.is_some(), "{name}: no JWT");
+        assert_eq!(resp.per_audience_jwts.len(), 2, "{name}");
+        issued += 1;
+    }
+    let metrics = s.metrics_text();
+    assert_eq!(
+        metric_sum(&metrics, "dapr_sentry_cert_sign_success_total"),
+        issued,
+        "{metrics}"
+    );
+}
