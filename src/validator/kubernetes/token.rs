@@ -60,24 +60,8 @@ fn decode(token: &str) -> Result<Claims, String> {
             .decode(payload.trim_end_matches('='))
             .map_err(|e| format!("invalid payload encoding: {e}"))?
     };
-    serde_json::from_slice(&json).map_err(|e| claims_error(&e))
-}
-
-/// A JSON problem without serde's quote of the offending value: the message reaches the caller
-/// and the log, and its size must not be the token's choice.
-fn claims_error(e: &serde_json::Error) -> String {
-    use serde_json::error::Category;
-    let what = match e.classify() {
-        Category::Syntax => "malformed JSON",
-        Category::Eof => "truncated JSON",
-        Category::Data => "a claim has an unexpected type or value",
-        Category::Io => "unreadable JSON",
-    };
-    format!(
-        "invalid claims: {what} at line {} column {}",
-        e.line(),
-        e.column()
-    )
+    serde_json::from_slice(&json)
+        .map_err(|e| format!("invalid claims: {}", crate::jose::json_problem(&e)))
 }
 
 /// Extracts the pod claims. `Err` is the parse problem; `Ok(None)` means no pod name claim.
