@@ -1,7 +1,7 @@
 //! The whole `SignCertificate` handling: fuzz bytes decoded as a protobuf request
 //! (`prost::Message::decode`, as tonic does), then the server's own path
-//! (`sentry::server::grpc::sign_certificate`: validator, CSR, identity, signing) against a real
-//! CA. Every refusal must be the caller's fault (never `Internal`) with a short message, and every
+//! (`sentry::server::grpc::sign_certificate`: validator, CSR, identity, signing, JWT-SVIDs)
+//! against a real CA. Every refusal must be the caller's fault (never `Internal`) with a short message, and every
 //! certificate must carry exactly the validated identity.
 #![no_main]
 
@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
         &h.ca,
         &h.validators,
         &h.control_plane,
+        Some(&h.jwt),
         req,
     ));
     match result {

@@ -7,12 +7,16 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use prost::Message;
+use sentry::bundle::jwt::{generate_jwt, JwtKeySettings};
 use sentry::bundle::{self, Bundle, CaParams, KeyType};
+use sentry::ca::jwt::{JwtIssuer, JwtSettings};
 use sentry::ca::{Ca, Lifetimes, Signer};
 use sentry::config::ValidatorSet;
+use sentry::jose::Algorithm;
 use sentry::pb::SignCertificateRequest;
 use sentry::server::grpc::ControlPlane;
 use sentry::spiffe::TrustDomain;
+use sentry::validator::jwks::KeySet;
 use sentry::validator::{ValidatorKind, Validators};
 use time::OffsetDateTime;
 
@@ -60,6 +64,12 @@ pub struct Harness {
     pub validators: Validators,
     /// Sentry's namespace and cluster domain.
     pub control_plane: ControlPlane,
+    /// JWT-SVID issuer (ES256), as with `--jwt-enabled`.
+    pub jwt: JwtIssuer,
+    /// The issuer's public keys, as the `jwks` validator would load them.
+    pub jwks: KeySet,
+    /// The same keys as JWKS JSON.
+    pub jwt_jwks_json: String,
     /// A current-thread runtime to drive the async handler.
     pub runtime: tokio::runtime::Runtime,
 }
@@ -70,6 +80,11 @@ pub fn harness() -> &'static Harness {
     H.get_or_init(|| {
         let bundle = generated_bundle(OffsetDateTime::now_utc());
         let signer = Signer::new(bundle).expect("fixture: signer");
+        let jwt_bundle = generate_jwt(&JwtKeySettings {
+            algorithm: Algorithm::ES256,
+            key_id: None,
+        })
+        .expect("fixture: JWT key");
         Harness {
             ca: Ca::new(
                 signer,
@@ -82,6 +97,7 @@ pub fn harness() -> &'static Harness {
                 ValidatorSet {
                     enabled: vec![ValidatorKind::Insecure],
                     default: Some(ValidatorKind::Insecure),
+                    jwks: None,
                 },
                 None,
             ),
@@ -89,6 +105,16 @@ pub fn harness() -> &'static Harness {
                 namespace: "dapr-system".into(),
                 cluster_domain: "cluster.local".into(),
             },
+            jwks: KeySet::from_json(jwt_bundle.jwks_json.as_bytes()).expect("fixture: JWKS"),
+            jwt_jwks_json: jwt_bundle.jwks_json.clone(),
+            jwt: JwtIssuer::new(
+                &jwt_bundle,
+                JwtSettings {
+                    issuer: None,
+                    ttl: Duration::from_secs(3600),
+                    allowed_clock_skew: Duration::from_secs(15 * 60),
+                },
+            ),
             runtime: tokio::runtime::Builder::new_current_thread()
                 .build()
                 .expect("fixture: runtime"),
@@ -195,6 +221,30 @@ pub fn token_seeds() -> Vec<Vec<u8>> {
         )
         .into_bytes(),
     ]
+}
+
+/// The audience a `jwks` token must carry (Sentry's SPIFFE ID) and the subject the fuzz tokens
+/// are checked against.
+pub const JWKS_AUDIENCE: &str = "spiffe://localhost/ns/default/dapr-sentry";
+/// See [`JWKS_AUDIENCE`].
+pub const JWKS_SUBJECT: &str = "spiffe://public/ns/default/myapp";
+
+/// Seed inputs for the `jwks_token` target: a token the harness issued (valid for the harness's
+/// keys), alone (mode 0) and with its JWKS (mode 1).
+pub fn jwks_seeds() -> Vec<Vec<u8>> {
+    let h = harness();
+    let id =
+        sentry::spiffe::SpiffeId::new(TrustDomain::public(), "default", "myapp").expect("seed: id");
+    let svids = h
+        .jwt
+        .issue(&id, &[JWKS_AUDIENCE.to_owned()], OffsetDateTime::now_utc())
+        .expect("seed: JWT");
+    let mut alone = vec![0u8];
+    alone.extend_from_slice(svids.jwt.as_bytes());
+    let jwks = h.jwt_jwks_json.as_bytes();
+    let mut with_keys = vec![1u8];
+    with_keys.extend_from_slice(&[jwks, svids.jwt.as_bytes()].join(SEPARATOR));
+    vec![alone, with_keys]
 }
 
 #[cfg(test)]

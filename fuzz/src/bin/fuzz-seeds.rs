@@ -10,6 +10,7 @@ fn main() -> std::io::Result<()> {
         ("bundle", sentry_fuzz::bundle_seeds()),
         ("sign_request", sentry_fuzz::request_seeds()),
         ("k8s_token", sentry_fuzz::token_seeds()),
+        ("jwks_token", sentry_fuzz::jwks_seeds()),
     ];
     for (target, seeds) in targets {
         let out = dir.join(target);
