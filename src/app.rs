@@ -6,13 +6,14 @@
 mod jwt;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::ca::{Ca, Lifetimes, Signer};
 use crate::config::{self, Config, ConfigError, Flags, LoadedConfiguration, Mode};
@@ -31,6 +32,9 @@ use crate::telemetry::health::Target;
 use crate::telemetry::{Metrics, Readiness};
 use crate::validator::kubernetes::KubernetesValidator;
 use crate::validator::Validators;
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Resolves the configuration (from a file, or from the API server in Kubernetes mode) and runs
 /// Sentry until a shutdown signal arrives.
@@ -189,20 +193,33 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
     ));
     readiness.set_ready(Target::GrpcServer);
 
+    // On SIGTERM/SIGINT: report not ready, stop accepting, let in-flight requests finish (bounded
+    // by DRAIN_TIMEOUT), then stop the health and metrics servers.
+    let (draining_tx, draining_rx) = oneshot::channel::<()>();
+    let shutdown = {
+        let readiness = readiness.clone();
+        async move {
+            shutdown_signal().await;
+            info!("Shutting down: finishing in-flight requests");
+            readiness.set_not_ready(Target::GrpcServer);
+            let _ = draining_tx.send(());
+        }
+    };
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_streams_per_connection)
         .layer(admission)
         .add_service(CaServer::new(service))
-        .serve_with_incoming_shutdown(incoming, stopped());
-    let signal = async {
-        shutdown_signal().await;
-        info!("Shutting down");
+        .serve_with_incoming_shutdown(incoming, shutdown);
+    let drain_deadline = async {
+        match draining_rx.await {
+            Ok(()) => tokio::time::sleep(DRAIN_TIMEOUT).await,
+            Err(_) => std::future::pending().await,
+        }
     };
     tokio::select! {
         res = server => res.context("gRPC server failed")?,
-        () = signal => {}
+        () = drain_deadline => warn!(timeout = ?DRAIN_TIMEOUT, "In-flight requests did not finish in time; exiting anyway"),
     }
-    readiness.set_not_ready(Target::GrpcServer);
     let _ = stop_tx.send(true);
     info!("Sentry shut down gracefully");
     Ok(())

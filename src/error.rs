@@ -40,7 +40,9 @@ impl SignError {
             SignError::Identity(_) => Code::InvalidArgument,
             SignError::Sign(_) => Code::Internal,
             // Beyond Dapr: a cap on requested audiences (each costs a signature).
-            SignError::Jwt(JwtError::TooManyAudiences(_)) => Code::InvalidArgument,
+            SignError::Jwt(JwtError::TooManyAudiences(_) | JwtError::AudienceTooLong(_)) => {
+                Code::InvalidArgument
+            }
             SignError::Jwt(_) => Code::Internal,
         }
     }

@@ -31,7 +31,15 @@ pub enum SpiffeError {
     /// A `spiffe://` form has a path where only a trust domain was expected.
     #[error("scheme is missing or invalid")]
     BadScheme,
+    /// The whole ID would be longer than [`MAX_ID_LEN`] bytes.
+    #[error("SPIFFE ID is longer than {MAX_ID_LEN} bytes")]
+    IdTooLong,
 }
+
+/// Longest SPIFFE ID issued, in bytes: the SPIFFE standard's 2048-byte bound on URIs that
+/// implementations must support and should not exceed. Without it, a huge namespace would make
+/// a certificate too large for the client to receive.
+pub const MAX_ID_LEN: usize = 2048;
 
 /// A validated SPIFFE trust domain (lower-case, `[a-z0-9._-]`, 1–255 bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -120,6 +128,15 @@ impl SpiffeId {
     ) -> Result<Self, SpiffeError> {
         validate_segment(namespace)?;
         validate_segment(app_id)?;
+        let len = "spiffe://".len()
+            + trust_domain.as_str().len()
+            + "/ns/".len()
+            + namespace.len()
+            + 1
+            + app_id.len();
+        if len > MAX_ID_LEN {
+            return Err(SpiffeError::IdTooLong);
+        }
         Ok(Self {
             trust_domain,
             namespace: namespace.to_owned(),
@@ -200,6 +217,20 @@ mod tests {
             SpiffeId::new(td.clone(), "ns", "a/b"),
             Err(SpiffeError::BadPathChar)
         );
-        assert_eq!(SpiffeId::new(td, "n s", "a"), Err(SpiffeError::BadPathChar));
+        assert_eq!(
+            SpiffeId::new(td.clone(), "n s", "a"),
+            Err(SpiffeError::BadPathChar)
+        );
+        // "spiffe://public/ns/" is 19 bytes, "/a" 2: a namespace of 2027 bytes just fits.
+        let ns = "n".repeat(MAX_ID_LEN - 21);
+        assert_eq!(
+            SpiffeId::new(td.clone(), &ns, "a")
+                .unwrap()
+                .to_string()
+                .len(),
+            MAX_ID_LEN
+        );
+        let ns = "n".repeat(MAX_ID_LEN - 20);
+        assert_eq!(SpiffeId::new(td, &ns, "a"), Err(SpiffeError::IdTooLong));
     }
 }

@@ -5,6 +5,7 @@
 
 use rcgen::{PublicKeyData, SignatureAlgorithm};
 use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::der_parser::asn1_rs::{Oid, Tag};
 use x509_parser::oid_registry::{
     OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
     OID_SIG_ED25519,
@@ -80,16 +81,20 @@ fn accepted_algorithm(
         return Ok(&rcgen::PKCS_ED25519);
     }
     if *oid == OID_KEY_TYPE_EC_PUBLIC_KEY {
+        // `Any::as_oid` does not check the tag: explicit curve parameters (a SEQUENCE) would
+        // come out as a bogus OID holding the caller's bytes.
         let curve = spki
             .algorithm
             .parameters
             .as_ref()
+            .filter(|p| p.tag() == Tag::Oid)
             .and_then(|p| p.as_oid().ok());
         return match curve {
             Some(c) if c == OID_EC_P256 => Ok(&rcgen::PKCS_ECDSA_P256_SHA256),
             Some(c) if c == OID_NIST_EC_P384 => Ok(&rcgen::PKCS_ECDSA_P384_SHA384),
             Some(c) => Err(CsrError::UnsupportedKey(format!(
-                "elliptic curve {c} (use P-256 or P-384)"
+                "elliptic curve {} (use P-256 or P-384)",
+                short_oid(&c)
             ))),
             None => Err(CsrError::UnsupportedKey(
                 "elliptic curve without a named curve".into(),
@@ -114,8 +119,22 @@ fn accepted_algorithm(
         return Ok(&rcgen::PKCS_RSA_SHA256);
     }
     Err(CsrError::UnsupportedKey(format!(
-        "algorithm {oid} (use Ed25519, ECDSA P-256/P-384 or RSA)"
+        "algorithm {} (use Ed25519, ECDSA P-256/P-384 or RSA)",
+        short_oid(oid)
     )))
+}
+
+/// Longest OID text quoted back to a caller.
+const MAX_OID_TEXT: usize = 64;
+
+/// An OID from the caller as text, cut to [`MAX_OID_TEXT`] characters: it goes into the gRPC
+/// status message (a header), so its size must not be the caller's choice.
+fn short_oid(oid: &Oid<'_>) -> String {
+    let text = oid.to_id_string();
+    match text.char_indices().nth(MAX_OID_TEXT) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
 }
 
 /// Exact bit length of a big-endian unsigned modulus.
@@ -181,6 +200,16 @@ mod tests {
             parse_csr(tampered.as_bytes()).unwrap_err(),
             CsrError::BadSignature
         );
+    }
+
+    #[test]
+    fn long_oids_are_cut() {
+        let long = Oid::from(&[1u64; 200][..]).unwrap();
+        let text = short_oid(&long);
+        assert_eq!(text.chars().count(), MAX_OID_TEXT + 1);
+        assert!(text.ends_with('…'));
+        let p256 = OID_EC_P256;
+        assert_eq!(short_oid(&p256), "1.2.840.10045.3.1.7");
     }
 
     #[test]

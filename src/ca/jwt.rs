@@ -13,8 +13,13 @@ use crate::bundle::jwt::JwtBundle;
 use crate::jose::{b64url, Algorithm, SigningKey};
 use crate::spiffe::SpiffeId;
 
-/// Most distinct audiences one request may ask for (each costs a signature).
+/// Most audiences one token may carry, the trust domain and duplicates included (each distinct
+/// one costs a signature; every one adds to the response).
 pub const MAX_JWT_AUDIENCES: usize = 32;
+
+/// Longest audience accepted, in bytes (the SPIFFE ID bound): with it, the tokens of one
+/// response stay far below the 4 MiB a client can receive.
+pub const MAX_JWT_AUDIENCE_LEN: usize = 2048;
 
 /// Why JWT-SVIDs could not be issued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,6 +27,9 @@ pub enum JwtError {
     /// The request asks for more audiences than allowed.
     #[error("too many JWT audiences: {0} requested, at most {MAX_JWT_AUDIENCES} allowed")]
     TooManyAudiences(usize),
+    /// An audience is longer than [`MAX_JWT_AUDIENCE_LEN`].
+    #[error("JWT audience of {0} bytes, at most {MAX_JWT_AUDIENCE_LEN} allowed")]
+    AudienceTooLong(usize),
     /// The base token failed.
     #[error("failed to generate JWT: {0}")]
     Base(String),
@@ -104,12 +112,15 @@ impl JwtIssuer {
         let mut audiences: Vec<&str> = Vec::with_capacity(1 + requested.len());
         audiences.push(id.trust_domain().as_str());
         audiences.extend(requested.iter().map(String::as_str));
+        if audiences.len() > MAX_JWT_AUDIENCES {
+            return Err(JwtError::TooManyAudiences(audiences.len()));
+        }
+        if let Some(long) = audiences.iter().find(|a| a.len() > MAX_JWT_AUDIENCE_LEN) {
+            return Err(JwtError::AudienceTooLong(long.len()));
+        }
         let mut distinct = audiences.clone();
         distinct.sort_unstable();
         distinct.dedup();
-        if distinct.len() > MAX_JWT_AUDIENCES {
-            return Err(JwtError::TooManyAudiences(distinct.len()));
-        }
         let sub = id.to_string();
         let jwt = self.sign(&sub, &audiences, now).map_err(JwtError::Base)?;
         let mut per_audience = HashMap::with_capacity(distinct.len());
@@ -256,5 +267,20 @@ mod tests {
                 .unwrap_err(),
             JwtError::TooManyAudiences(MAX_JWT_AUDIENCES + 1)
         );
+        // Duplicates count: each one lengthens the base token.
+        let dups = vec!["a".to_owned(); 1_000_000];
+        assert_eq!(
+            iss.issue(&id, &dups, OffsetDateTime::now_utc())
+                .unwrap_err(),
+            JwtError::TooManyAudiences(1_000_001)
+        );
+        let long = vec!["a".repeat(MAX_JWT_AUDIENCE_LEN + 1)];
+        assert_eq!(
+            iss.issue(&id, &long, OffsetDateTime::now_utc())
+                .unwrap_err(),
+            JwtError::AudienceTooLong(MAX_JWT_AUDIENCE_LEN + 1)
+        );
+        let longest = vec!["a".repeat(MAX_JWT_AUDIENCE_LEN)];
+        iss.issue(&id, &longest, OffsetDateTime::now_utc()).unwrap();
     }
 }

@@ -56,6 +56,15 @@ pub async fn connect(
     addr: SocketAddr,
     tls: Arc<rustls::ClientConfig>,
 ) -> Result<CaClient<Channel>, ClientError> {
+    Ok(CaClient::new(channel(addr, tls).await?))
+}
+
+/// Opens one TLS connection to `addr` as a bare gRPC channel (for callers that encode requests
+/// themselves, such as the hostile-input tests).
+pub async fn channel(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<Channel, ClientError> {
     let connector = tokio_rustls::TlsConnector::from(tls);
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))?;
     let channel = endpoint
@@ -70,7 +79,7 @@ pub async fn connect(
             }
         }))
         .await?;
-    Ok(CaClient::new(channel))
+    Ok(channel)
 }
 
 /// A fresh key of `key_type` and a PEM CSR with an empty subject, as daprd sends.

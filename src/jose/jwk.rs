@@ -126,7 +126,8 @@ pub struct JwkSet {
 impl JwkSet {
     /// Parses a JWKS document.
     pub fn parse(json: &[u8]) -> Result<Self, String> {
-        serde_json::from_slice(json).map_err(|e| format!("invalid JWKS: {e}"))
+        serde_json::from_slice(json)
+            .map_err(|e| format!("invalid JWKS: {}", super::json_problem(&e)))
     }
 
     /// Compact JSON of the set.

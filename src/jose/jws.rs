@@ -242,8 +242,8 @@ pub fn decode_compact(token: &str) -> Result<Compact<'_>, String> {
         return Err("token is not a compact JWS (three dot-separated parts)".into());
     };
     let header_json = b64url_decode(h).map_err(|_| "header is not base64url".to_owned())?;
-    let header: Header =
-        serde_json::from_slice(&header_json).map_err(|e| format!("invalid header: {e}"))?;
+    let header: Header = serde_json::from_slice(&header_json)
+        .map_err(|e| format!("invalid header: {}", super::json_problem(&e)))?;
     let payload = b64url_decode(p).map_err(|_| "payload is not base64url".to_owned())?;
     let signature = b64url_decode(s).map_err(|_| "signature is not base64url".to_owned())?;
     Ok(Compact {

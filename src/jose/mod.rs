@@ -16,6 +16,28 @@ use base64::Engine;
 pub use jwk::{Jwk, JwkError, JwkSet, PublicKey};
 pub use jws::{decode_compact, Compact, KeyError, SigningKey};
 
+/// A JSON problem in one short line, without serde's quote of the offending value: these
+/// messages reach callers, statuses and logs, and their size must not be the input's choice.
+pub fn json_problem(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Syntax => "malformed JSON",
+        Category::Eof => "truncated JSON",
+        Category::Data => "a member has an unexpected type or value",
+        Category::Io => "unreadable JSON",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
+}
+
+/// Text from a caller cut to 64 characters, for quoting it in a message.
+pub fn quote_short(text: &str) -> String {
+    const MAX: usize = 64;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
 /// The family (and curve) of a key, which decides the algorithms it can be used with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyKind {

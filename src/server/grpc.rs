@@ -77,48 +77,72 @@ impl CaService {
         self.jwt = Some(issuer);
         self
     }
+}
 
-    async fn handle(
-        &self,
-        req: SignCertificateRequest,
-    ) -> Result<SignCertificateResponse, SignError> {
-        let kind = self.validators.choose(req.token_validator)?;
-        debug!(namespace = %req.namespace.escape_debug(), id = %req.id.escape_debug(), validator = ?kind, "Processing SignCertificate request");
-        let trust_domain = self.validators.validate(kind, &req).await?;
-        let key = parse_csr(&req.certificate_signing_request)?;
-        let dns_names = self.control_plane.dns_names(&req.namespace, &req.id);
-        let id = SpiffeId::new(trust_domain, &req.namespace, &req.id)?;
-        let signer = self.ca.signer();
-        let lifetimes = self.ca.lifetimes();
-        let now = time::OffsetDateTime::now_utc();
-        let issued = signer
-            .sign(
-                &key,
-                &id,
-                &dns_names,
-                lifetimes.ttl,
-                lifetimes.allowed_clock_skew,
-                now,
-            )
-            .inspect_err(|e| error!(error = %e, "failed to sign certificate"))?;
-        let (jwt, per_audience_jwts) = match &self.jwt {
-            Some(issuer) => {
-                let svids = issuer.issue(&id, &req.jwt_audiences, now)?;
-                (Some(svids.jwt), svids.per_audience)
-            }
-            None => (None, Default::default()),
-        };
-        Ok(SignCertificateResponse {
-            workload_certificate: issued.chain_pem.into_bytes(),
-            trust_chain_certificates: vec![signer.bundle().anchors_pem.clone().into_bytes()],
-            valid_until: Some(prost_types::Timestamp {
-                seconds: issued.not_after.unix_timestamp(),
-                nanos: 0,
-            }),
-            jwt,
-            per_audience_jwts,
-        })
+/// Handles one decoded `SignCertificate` request in Dapr's order (validator, CSR, control-plane
+/// names, sign, JWT-SVIDs when `jwt` is given). No network I/O of its own: the server calls it
+/// for every request, and the fuzz targets call it directly.
+pub async fn sign_certificate(
+    ca: &Ca,
+    validators: &Validators,
+    control_plane: &ControlPlane,
+    jwt: Option<&JwtIssuer>,
+    req: SignCertificateRequest,
+) -> Result<SignCertificateResponse, SignError> {
+    let kind = validators.choose(req.token_validator)?;
+    debug!(namespace = %loggable(&req.namespace), id = %loggable(&req.id), validator = ?kind, "Processing SignCertificate request");
+    let trust_domain = validators.validate(kind, &req).await?;
+    let key = parse_csr(&req.certificate_signing_request)?;
+    let dns_names = control_plane.dns_names(&req.namespace, &req.id);
+    let id = SpiffeId::new(trust_domain, &req.namespace, &req.id)?;
+    let signer = ca.signer();
+    let lifetimes = ca.lifetimes();
+    let now = time::OffsetDateTime::now_utc();
+    let issued = signer
+        .sign(
+            &key,
+            &id,
+            &dns_names,
+            lifetimes.ttl,
+            lifetimes.allowed_clock_skew,
+            now,
+        )
+        .inspect_err(|e| error!(error = %e, "failed to sign certificate"))?;
+    let (jwt, per_audience_jwts) = match jwt {
+        Some(issuer) => {
+            let svids = issuer.issue(&id, &req.jwt_audiences, now)?;
+            (Some(svids.jwt), svids.per_audience)
+        }
+        None => (None, Default::default()),
+    };
+    Ok(SignCertificateResponse {
+        workload_certificate: issued.chain_pem.into_bytes(),
+        trust_chain_certificates: vec![signer.bundle().anchors_pem.clone().into_bytes()],
+        valid_until: Some(prost_types::Timestamp {
+            seconds: issued.not_after.unix_timestamp(),
+            nanos: 0,
+        }),
+        jwt,
+        per_audience_jwts,
+    })
+}
+
+/// Longest prefix of a request string that goes into a log line.
+const LOG_FIELD_MAX: usize = 80;
+
+/// A request string made safe for a log line: control characters escaped and cut to
+/// [`LOG_FIELD_MAX`] characters, so a hostile id cannot forge lines or flood the log.
+fn loggable(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(LOG_FIELD_MAX)
+        .collect::<String>()
+        .escape_debug()
+        .to_string();
+    if s.chars().nth(LOG_FIELD_MAX).is_some() {
+        out.push('…');
     }
+    out
 }
 
 #[tonic::async_trait]
@@ -128,7 +152,15 @@ impl CaRpc for CaService {
         request: tonic::Request<SignCertificateRequest>,
     ) -> Result<tonic::Response<SignCertificateResponse>, tonic::Status> {
         self.metrics.sign_requests.inc();
-        match self.handle(request.into_inner()).await {
+        match sign_certificate(
+            &self.ca,
+            &self.validators,
+            &self.control_plane,
+            self.jwt.as_deref(),
+            request.into_inner(),
+        )
+        .await
+        {
             Ok(resp) => {
                 self.metrics.sign_success.inc();
                 Ok(tonic::Response::new(resp))
@@ -171,5 +203,15 @@ mod tests {
         );
         assert!(cp.dns_names("other", "dapr-injector").is_empty());
         assert!(cp.dns_names("dapr-system", "myapp").is_empty());
+    }
+
+    #[test]
+    fn loggable_escapes_and_truncates() {
+        assert_eq!(loggable("my-app"), "my-app");
+        assert_eq!(loggable("a\nINFO forged"), "a\\nINFO forged");
+        let long = "x".repeat(5 * 1024 * 1024);
+        let out = loggable(&long);
+        assert_eq!(out.chars().count(), LOG_FIELD_MAX + 1);
+        assert!(out.ends_with('…'));
     }
 }

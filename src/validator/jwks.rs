@@ -77,7 +77,7 @@ pub enum TokenError {
     /// Not a well-formed JWS/JWT.
     #[error("failed to parse token: {0}")]
     Malformed(String),
-    /// The token names a key the JWKS does not have.
+    /// The token names a key the JWKS does not have (the kid, cut to 64 characters).
     #[error("could not verify message: no key with kid {0:?} in the key set")]
     UnknownKid(String),
     /// No key verified the signature (or the algorithm is not usable with the key).
@@ -131,7 +131,7 @@ pub fn verify_token(
                 .filter(|e| e.kid.as_deref() == Some(kid))
                 .collect();
             if found.is_empty() {
-                return Err(TokenError::UnknownKid(kid.clone()));
+                return Err(TokenError::UnknownKid(crate::jose::quote_short(kid)));
             }
             found
         }
@@ -276,6 +276,41 @@ mod tests {
 
     fn msg(r: Result<(), TokenError>) -> String {
         r.unwrap_err().to_string()
+    }
+
+    /// Caller-chosen text is never quoted at length: a long kid, a header member of the wrong
+    /// type holding a long string, and (found by the `jwks_token` fuzz target) a JWKS that is a
+    /// long JSON string.
+    #[test]
+    fn refusals_quote_nothing_long() {
+        let b = bundle(Algorithm::EdDSA, "k1");
+        let keys = KeySet::from_json(b.jwks_json.as_bytes()).unwrap();
+        let long = "k".repeat(10_000);
+        let header = serde_json::json!({"alg": "EdDSA", "kid": long});
+        let err = msg(verify_token(
+            &mint(&b, header, good_claims()),
+            &keys,
+            AUD,
+            SUB,
+            NOW,
+        ));
+        assert!(
+            err.starts_with("could not verify message: no key with kid"),
+            "{err}"
+        );
+        assert!(err.len() < 200, "{} bytes", err.len());
+        let header = serde_json::json!({"alg": "EdDSA", "crit": long});
+        let err = msg(verify_token(
+            &mint(&b, header, good_claims()),
+            &keys,
+            AUD,
+            SUB,
+            NOW,
+        ));
+        assert!(err.len() < 200, "{err}");
+        let jwks = include_bytes!("../../testdata/fuzz/jwks_token-quoted-jwks-string");
+        let err = KeySet::from_json(&jwks[1..]).unwrap_err();
+        assert!(err.len() < 200, "{err}");
     }
 
     #[test]

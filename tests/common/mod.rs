@@ -426,3 +426,47 @@ pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v.sort();
     v
 }
+
+/// A bare gRPC channel to `s` over real TLS that authorises the default Sentry ID (for raw,
+/// hand-encoded requests).
+pub async fn channel(s: &Sentry) -> tonic::transport::Channel {
+    let tls = sentry::client::tls_config(&s.anchors(), "spiffe://localhost/ns/default/dapr-sentry")
+        .unwrap();
+    sentry::client::channel(s.grpc, Arc::new(tls))
+        .await
+        .unwrap()
+}
+
+/// A PEM CSR made by openssl: `make_key` is a shell snippet run in a scratch directory that
+/// writes the key to `k.pem`; `req_args` are the `openssl req` arguments after `-key k.pem`
+/// (at least a `-subj`).
+pub fn openssl_csr(make_key: &str, req_args: &str) -> Vec<u8> {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = format!(
+        "set -e; cd {dir}; {make_key}; openssl req -new -key k.pem {req_args}",
+        dir = tmp.path().display()
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Sum of every sample of a metric family (all label sets) in a Prometheus text.
+pub fn metric_sum(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}

@@ -38,7 +38,7 @@ pub const MAX_TOKEN_LEN: usize = 64 * 1024;
 /// Time left before the token's `exp` claim, if it has one (zero when already expired).
 pub fn remaining_life(token: &str) -> Option<std::time::Duration> {
     let exp = decode(token).ok()?.exp?;
-    let left = exp - time::OffsetDateTime::now_utc().unix_timestamp();
+    let left = exp.saturating_sub(time::OffsetDateTime::now_utc().unix_timestamp());
     Some(std::time::Duration::from_secs(left.max(0) as u64))
 }
 
@@ -60,7 +60,8 @@ fn decode(token: &str) -> Result<Claims, String> {
             .decode(payload.trim_end_matches('='))
             .map_err(|e| format!("invalid payload encoding: {e}"))?
     };
-    serde_json::from_slice(&json).map_err(|e| format!("invalid claims: {e}"))
+    serde_json::from_slice(&json)
+        .map_err(|e| format!("invalid claims: {}", crate::jose::json_problem(&e)))
 }
 
 /// Extracts the pod claims. `Err` is the parse problem; `Ok(None)` means no pod name claim.
@@ -84,6 +85,33 @@ mod tests {
 
     fn b64(s: &str) -> String {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+    }
+
+    #[test]
+    fn hostile_claims_give_short_errors_and_no_overflow() {
+        // A claim of the wrong type must not be quoted back whole (it ends up in the status).
+        let long = "x".repeat(60 * 1024);
+        let err = pod_claims(&format!(r#"{{"kubernetes.io":"{long}"}}"#)).unwrap_err();
+        assert!(err.len() < 200, "{} bytes", err.len());
+        let err = pod_claims(&format!(
+            r#"{{"kubernetes.io":{{"pod":{{"name":7}}}},"{long}":1}}"#
+        ))
+        .unwrap_err();
+        assert!(err.len() < 200, "{} bytes", err.len());
+        // An `exp` far in the past or future neither panics nor wraps.
+        assert_eq!(
+            remaining_life(&format!(r#"{{"exp":{}}}"#, i64::MIN)),
+            Some(std::time::Duration::ZERO)
+        );
+        assert!(remaining_life(&format!(r#"{{"exp":{}}}"#, i64::MAX)).is_some());
+    }
+
+    /// Found by the `k8s_token` fuzz target: a claim of the wrong type was quoted back whole.
+    #[test]
+    fn fuzz_regression_long_claim_message() {
+        let input = include_bytes!("../../../testdata/fuzz/k8s_token-long-claim-message");
+        let err = pod_claims(&String::from_utf8_lossy(input)).unwrap_err();
+        assert!(err.len() < 200, "{err}");
     }
 
     #[test]

@@ -1,0 +1,132 @@
+//! Slowloris-style clients: hundreds of TCP connections to the gRPC port that send nothing, or
+//! dribble a TLS ClientHello one byte at a time. While they are open, /healthz answers and a
+//! normal client is served; the server closes every one of them after its handshake timeout.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use sentry::bundle::KeyType;
+
+const SILENT: usize = 400;
+const DRIBBLERS: usize = 150;
+
+/// The start of a TLS 1.2 ClientHello record announcing 512 bytes that never all arrive.
+const HELLO_PREFIX: [u8; 11] = [
+    0x16, 0x03, 0x01, 0x02, 0x00, // handshake record, 512 bytes
+    0x01, 0x00, 0x01, 0xfc, // ClientHello, 508 bytes
+    0x03, 0x03, // client version TLS 1.2
+];
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// True once the peer has closed the connection (EOF, reset, or a failed write).
+fn closed_by_server(conn: &mut TcpStream, next_byte: u8) -> bool {
+    let mut buf = [0u8; 64];
+    match conn.read(&mut buf) {
+        Ok(0) => return true,
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        Err(_) => return true,
+    }
+    conn.write_all(&[next_byte]).is_err()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_dribbling_clients_do_not_exhaust_sentry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Sentry::start(tmp.path(), Opts::default());
+    let pid = s.child.id();
+    let base_fds = open_fds(pid);
+
+    let opened_at = Instant::now();
+    let mut silent: Vec<TcpStream> = (0..SILENT)
+        .map(|_| TcpStream::connect(s.grpc).unwrap())
+        .collect();
+    let mut dribblers: Vec<TcpStream> = (0..DRIBBLERS)
+        .map(|_| {
+            let mut c = TcpStream::connect(s.grpc).unwrap();
+            c.write_all(&HELLO_PREFIX).unwrap();
+            c.set_nonblocking(true).unwrap();
+            c
+        })
+        .collect();
+
+    // The server has accepted them all and holds them (checked only while well inside the
+    // 10 s handshake timeout, so a slow machine cannot make this flaky).
+    let mut held = 0;
+    while opened_at.elapsed() < Duration::from_secs(6) {
+        held = open_fds(pid).saturating_sub(base_fds);
+        if held >= SILENT + DRIBBLERS {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if opened_at.elapsed() < Duration::from_secs(6) {
+        assert!(
+            held >= SILENT + DRIBBLERS,
+            "server holds only {held} connections"
+        );
+    } else {
+        eprintln!("machine too slow to observe all {held} held connections; skipping that check");
+    }
+
+    // Meanwhile Sentry is healthy and serves a normal client.
+    assert_eq!(http_get(s.healthz, "/healthz").map(|(c, _)| c), Some(200));
+    let resp = sign(&s, request("myapp", "default", KeyType::Ed25519))
+        .await
+        .expect("a normal client is served while slowloris clients are connected");
+    assert_eq!(pem_certs(&resp.workload_certificate).len(), 2);
+
+    // Keep dribbling; the handshake timeout must close every connection (bounded wait: this is
+    // a hang detector, not a timing assertion).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut open = [true; DRIBBLERS];
+    let mut next = 0u8;
+    while open.iter().any(|o| *o) {
+        assert!(
+            Instant::now() < deadline,
+            "{} dribbling connections still open after 90 s",
+            open.iter().filter(|o| **o).count()
+        );
+        for (conn, is_open) in dribblers.iter_mut().zip(open.iter_mut()) {
+            if *is_open && closed_by_server(conn, next) {
+                *is_open = false;
+            }
+        }
+        next = next.wrapping_add(1);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for conn in &mut silent {
+        conn.set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        match conn.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            other => panic!("silent connection not closed by the server: {other:?}"),
+        }
+    }
+
+    // Still healthy, still serving, and only the good request was counted.
+    assert_eq!(http_get(s.healthz, "/healthz").map(|(c, _)| c), Some(200));
+    sign(&s, request("myapp", "default", KeyType::EcdsaP256))
+        .await
+        .unwrap();
+    let metrics = s.metrics_text();
+    assert_eq!(
+        metric_sum(&metrics, "dapr_sentry_cert_sign_success_total"),
+        2
+    );
+    assert_eq!(
+        metric_sum(&metrics, "dapr_sentry_cert_sign_request_received_total"),
+        2
+    );
+}
