@@ -12,7 +12,7 @@ use rcgen::{CertificateParams, DistinguishedName, KeyPair};
 use rustls_pki_types::ServerName;
 use tonic::transport::{Channel, Endpoint};
 
-pub use verifier::{uri_sans, SpiffeServerVerifier};
+pub use verifier::{trust_anchors, uri_sans, SpiffeServerVerifier};
 
 use crate::bundle::KeyType;
 use crate::pb::ca_client::CaClient;

@@ -17,21 +17,26 @@ pub struct SpiffeServerVerifier {
     provider: Arc<CryptoProvider>,
 }
 
+/// The trust anchors in a PEM bundle, ready for webpki path building.
+pub fn trust_anchors(anchors_pem: &[u8]) -> Result<Vec<TrustAnchor<'static>>, String> {
+    let blocks = pem::parse_many(anchors_pem).map_err(|e| e.to_string())?;
+    let mut anchors = Vec::new();
+    for block in blocks.into_iter().filter(|b| b.tag() == "CERTIFICATE") {
+        let der = CertificateDer::from(block.into_contents());
+        let anchor = webpki::anchor_from_trusted_cert(&der).map_err(|e| e.to_string())?;
+        anchors.push(anchor.to_owned());
+    }
+    if anchors.is_empty() {
+        return Err("no certificates found in the trust anchors".into());
+    }
+    Ok(anchors)
+}
+
 impl SpiffeServerVerifier {
     /// Trusts the certificates in `anchors_pem` and authorises only `expected_id`.
     pub fn new(anchors_pem: &[u8], expected_id: &str) -> Result<Self, String> {
-        let blocks = pem::parse_many(anchors_pem).map_err(|e| e.to_string())?;
-        let mut anchors = Vec::new();
-        for block in blocks.into_iter().filter(|b| b.tag() == "CERTIFICATE") {
-            let der = CertificateDer::from(block.into_contents());
-            let anchor = webpki::anchor_from_trusted_cert(&der).map_err(|e| e.to_string())?;
-            anchors.push(anchor.to_owned());
-        }
-        if anchors.is_empty() {
-            return Err("no certificates found".into());
-        }
         Ok(Self {
-            anchors,
+            anchors: trust_anchors(anchors_pem)?,
             expected_id: expected_id.to_owned(),
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
         })

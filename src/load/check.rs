@@ -137,19 +137,8 @@ pub struct AnswerChecker {
 impl AnswerChecker {
     /// Trusts the certificates in `anchors_pem`.
     pub fn new(anchors_pem: &[u8]) -> Result<Self, String> {
-        let mut anchors = Vec::new();
-        for block in pem::parse_many(anchors_pem).map_err(|e| e.to_string())? {
-            if block.tag() == "CERTIFICATE" {
-                let der = CertificateDer::from(block.into_contents());
-                let anchor = webpki::anchor_from_trusted_cert(&der).map_err(|e| e.to_string())?;
-                anchors.push(anchor.to_owned());
-            }
-        }
-        if anchors.is_empty() {
-            return Err("no certificates in the trust anchors".into());
-        }
         Ok(Self {
-            anchors,
+            anchors: crate::client::trust_anchors(anchors_pem)?,
             issuers: RwLock::new(HashMap::new()),
             algs: webpki::ALL_VERIFICATION_ALGS,
         })
