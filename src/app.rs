@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
+use tower::util::MapResponseLayer;
 use tracing::{info, warn};
 
 use crate::ca::{Ca, Lifetimes, Signer};
@@ -24,6 +25,7 @@ use crate::server::admission::Admission;
 use crate::server::conn_limit;
 use crate::server::grpc::{CaService, ControlPlane};
 use crate::server::http;
+use crate::server::status;
 use crate::server::tls::{self, ServingCert};
 use crate::store::file::FileStore;
 use crate::store::kube::{Keys, KubeStore};
@@ -190,6 +192,7 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
         acceptor,
         connections,
         limits.handshake_timeout,
+        limits.idle_timeout,
     ));
     readiness.set_ready(Target::GrpcServer);
 
@@ -208,6 +211,7 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_streams_per_connection)
         .layer(admission)
+        .layer(MapResponseLayer::new(status::as_grpc_go))
         .add_service(CaServer::new(service))
         .serve_with_incoming_shutdown(incoming, shutdown);
     let drain_deadline = async {

@@ -1,6 +1,8 @@
 //! Slowloris-style clients: hundreds of TCP connections to the gRPC port that send nothing, or
 //! dribble a TLS ClientHello one byte at a time. While they are open, /healthz answers and a
 //! normal client is served; the server closes every one of them after its handshake timeout.
+//! Clients that finish the handshake and then fall silent are closed after the idle timeout, so
+//! they cannot hold every connection slot either.
 
 mod common;
 
@@ -129,4 +131,47 @@ async fn silent_and_dribbling_clients_do_not_exhaust_sentry() {
         metric_sum(&metrics, "dapr_sentry_cert_sign_request_received_total"),
         2
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_silent_after_the_handshake_cannot_hold_every_slot() {
+    const SLOTS: usize = 4;
+    let tmp = tempfile::tempdir().unwrap();
+    let slots = SLOTS.to_string();
+    let s = Sentry::start(
+        tmp.path(),
+        Opts::default().args(&[
+            "--max-connections",
+            &slots,
+            "--connection-idle-timeout",
+            "2s",
+        ]),
+    );
+    // Every slot taken by a client that completed TLS and then sends nothing.
+    let mut idle = Vec::new();
+    for _ in 0..SLOTS {
+        idle.push(tls_connect(s.grpc).await.0);
+    }
+    // A normal client waits in the backlog until an idle connection is closed, then is served
+    // (without the idle timeout it would wait for ever; the bound only detects a hang).
+    let resp = tokio::time::timeout(
+        Duration::from_secs(60),
+        sign(&s, request("myapp", "default", KeyType::Ed25519)),
+    )
+    .await
+    .expect("a normal client is served once idle connections are closed")
+    .unwrap();
+    assert_eq!(pem_certs(&resp.workload_certificate).len(), 2);
+    // Each idle connection was ended by the server (end-of-file, close_notify or reset).
+    for mut conn in idle {
+        // Whatever the server sent (its HTTP/2 SETTINGS) is read; then the stream must end.
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::io::AsyncReadExt::read_to_end(&mut conn, &mut rest),
+        )
+        .await;
+        assert!(read.is_ok(), "idle connection not closed by the server");
+    }
+    assert_eq!(http_get(s.healthz, "/healthz").map(|(c, _)| c), Some(200));
 }

@@ -144,6 +144,9 @@ pub struct Flags {
     /// Time a client has from connecting to finishing the TLS handshake (beyond Dapr).
     #[arg(long, default_value = "10s", value_parser = duration_arg)]
     pub tls_handshake_timeout: Duration,
+    /// Time an established gRPC connection may stay silent before it is closed (beyond Dapr).
+    #[arg(long, default_value = "60s", value_parser = duration_arg)]
+    pub connection_idle_timeout: Duration,
 }
 
 fn duration_arg(s: &str) -> Result<Duration, String> {

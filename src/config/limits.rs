@@ -17,6 +17,9 @@ pub struct Limits {
     /// Time from accepting a connection to the end of its TLS handshake; silent or slow clients
     /// are dropped after it so they cannot hold connection slots.
     pub handshake_timeout: Duration,
+    /// Time an established connection may move no byte before it is closed, so clients that
+    /// finish the handshake and fall silent cannot hold connection slots either.
+    pub idle_timeout: Duration,
     /// Concurrent requests on one HTTP/2 connection.
     pub max_streams_per_connection: u32,
     /// Per source IP: sustained requests per second, and burst; `None` = no per-peer limit.
@@ -35,8 +38,10 @@ pub struct PeerRate {
 impl Limits {
     /// Limits from the flags; a rate of zero (the default) disables the per-peer limit.
     pub fn from_flags(flags: &Flags) -> Result<Self, String> {
-        if flags.tls_handshake_timeout.is_zero() {
-            return Err("--tls-handshake-timeout must be positive".into());
+        if flags.tls_handshake_timeout.is_zero() || flags.connection_idle_timeout.is_zero() {
+            return Err(
+                "--tls-handshake-timeout and --connection-idle-timeout must be positive".into(),
+            );
         }
         if flags.max_connections == 0 || flags.max_in_flight_requests == 0 {
             return Err("--max-connections and --max-in-flight-requests must be at least 1".into());
@@ -56,6 +61,7 @@ impl Limits {
             max_connections: flags.max_connections,
             max_in_flight: flags.max_in_flight_requests,
             handshake_timeout: flags.tls_handshake_timeout,
+            idle_timeout: flags.connection_idle_timeout,
             max_streams_per_connection: flags.max_streams_per_connection.max(1),
             peer_rate,
         })

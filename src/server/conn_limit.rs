@@ -3,14 +3,22 @@
 //! kernel's backlog). The bound is kept below the process's file-descriptor limit, which is raised
 //! to its hard maximum at start-up as Go does, so the health and metrics listeners and the bundle
 //! files always have descriptors left even when the gRPC port is flooded.
+//!
+//! A connection that moves no byte in either direction for the idle timeout is ended (its reads
+//! see end-of-file), so clients that finish the TLS handshake and then fall silent cannot hold
+//! slots for ever. Dapr's clients dial, sign and hang up; a client that keeps a channel open just
+//! reconnects on its next call.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use rustix::process::{getrlimit, setrlimit, Resource};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, Sleep};
 use tonic::transport::server::Connected;
 
 /// Descriptors kept free for everything that is not a gRPC connection.
@@ -35,19 +43,49 @@ pub fn fit_to_fd_limit(wanted: usize) -> usize {
     }
 }
 
-/// A connection that gives back its permit when it is dropped.
+/// A connection that gives back its permit when it is dropped, and ends itself once idle.
 #[derive(Debug)]
 pub struct Limited<T> {
     inner: T,
     _permit: OwnedSemaphorePermit,
+    idle_timeout: Duration,
+    last_active: Instant,
+    /// Fires at `last_active + idle_timeout` or earlier; re-armed lazily when it fires early, so
+    /// the hot path only records the time of each transfer.
+    idle_timer: Pin<Box<Sleep>>,
 }
 
 impl<T> Limited<T> {
-    /// Ties `inner` to `permit`.
-    pub fn new(inner: T, permit: OwnedSemaphorePermit) -> Self {
+    /// Ties `inner` to `permit`; ends it after `idle_timeout` without traffic.
+    pub fn new(inner: T, permit: OwnedSemaphorePermit, idle_timeout: Duration) -> Self {
+        let now = Instant::now();
         Self {
             inner,
             _permit: permit,
+            idle_timeout,
+            last_active: now,
+            idle_timer: Box::pin(tokio::time::sleep_until(now + idle_timeout)),
+        }
+    }
+
+    /// True once the connection has been idle for the timeout; otherwise arms the timer to wake
+    /// `cx` when it may be.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.idle_timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let due = self.last_active + self.idle_timeout;
+            if due <= Instant::now() {
+                return true;
+            }
+            self.idle_timer.as_mut().reset(due);
+        }
+    }
+
+    fn transferred(&mut self, bytes: usize) {
+        if bytes > 0 {
+            self.last_active = Instant::now();
         }
     }
 }
@@ -66,7 +104,16 @@ impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                self.transferred(buf.filled().len() - before);
+                Poll::Ready(Ok(()))
+            }
+            // Nothing read: end-of-file for the HTTP/2 server, which then closes the connection.
+            Poll::Pending if self.idle_expired(cx) => Poll::Ready(Ok(())),
+            other => other,
+        }
     }
 }
 
@@ -76,7 +123,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = res {
+            self.transferred(n);
+        }
+        res
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -92,7 +143,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = res {
+            self.transferred(n);
+        }
+        res
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -116,5 +171,33 @@ mod tests {
             assert!((got as u64) + FD_RESERVE <= fds.max(FD_RESERVE + 1));
         }
         assert_eq!(fit_to_fd_limit(10), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connection_ends_after_the_timeout_since_its_last_byte() {
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::sync::Semaphore;
+
+        let slots = Arc::new(Semaphore::new(1));
+        let permit = slots.clone().try_acquire_owned().unwrap();
+        let (server_end, mut client_end) = tokio::io::duplex(64);
+        let mut conn = Limited::new(server_end, permit, Duration::from_secs(10));
+        let start = Instant::now();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            client_end.write_all(b"x").await.unwrap();
+            // Held open, silent, until the server side gives up.
+            let mut rest = Vec::new();
+            let _ = client_end.read_to_end(&mut rest).await;
+        });
+        let mut buf = [0u8; 8];
+        assert_eq!(conn.read(&mut buf).await.unwrap(), 1);
+        assert_eq!(start.elapsed(), Duration::from_secs(6));
+        assert_eq!(conn.read(&mut buf).await.unwrap(), 0, "idle: end-of-file");
+        assert_eq!(start.elapsed(), Duration::from_secs(16));
+        assert_eq!(slots.available_permits(), 0);
+        drop(conn);
+        assert_eq!(slots.available_permits(), 1, "slot given back");
     }
 }

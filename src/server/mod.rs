@@ -1,7 +1,8 @@
 //! Sentry's listeners: the gRPC CA service over TLS ([`grpc`], [`tls`]), the plain-HTTP
 //! health and metrics endpoints ([`http`]) and OIDC discovery ([`oidc`], [`oidc_listener`]);
 //! capacity protection in front of them: a bound on open connections ([`conn_limit`]) and
-//! admission control with load shedding ([`admission`], [`peer_rate`]).
+//! admission control with load shedding ([`admission`], [`peer_rate`]); status codes as
+//! gRPC-Go sends them ([`status`]).
 
 pub mod admission;
 pub mod conn_limit;
@@ -10,4 +11,5 @@ pub mod http;
 pub mod oidc;
 pub mod oidc_listener;
 pub mod peer_rate;
+pub mod status;
 pub mod tls;

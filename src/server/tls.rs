@@ -138,12 +138,14 @@ pub fn server_config(cert: Arc<ServingCert>) -> Result<rustls::ServerConfig, rus
 
 /// Accepts TCP connections while `connections` has a permit (each connection keeps one until it
 /// closes), runs each TLS handshake in its own task (bounded by `handshake_timeout`, so silent
-/// clients cannot stall others) and sends finished streams on.
+/// clients cannot stall others) and sends finished streams on, each ended after `idle_timeout`
+/// without traffic.
 pub fn spawn_accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     connections: Arc<Semaphore>,
     handshake_timeout: Duration,
+    idle_timeout: Duration,
 ) -> mpsc::Receiver<Result<Limited<TlsStream<TcpStream>>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(async move {
@@ -169,7 +171,7 @@ pub fn spawn_accept_loop(
                 if let Ok(Ok(tls)) =
                     tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await
                 {
-                    let _ = tx.send(Ok(Limited::new(tls, permit))).await;
+                    let _ = tx.send(Ok(Limited::new(tls, permit, idle_timeout))).await;
                 }
             });
         }

@@ -330,6 +330,16 @@ pub fn pem_certs(pem_bytes: &[u8]) -> Vec<Vec<u8>> {
 
 /// The certificate chain a TLS server presents (no verification).
 pub async fn server_chain(addr: SocketAddr) -> Vec<CertificateDer<'static>> {
+    tls_connect(addr).await.1
+}
+
+/// A finished TLS handshake (ALPN h2, server not verified) and the chain the server presented.
+pub async fn tls_connect(
+    addr: SocketAddr,
+) -> (
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    Vec<CertificateDer<'static>>,
+) {
     #[derive(Debug)]
     struct Record(
         Mutex<Vec<CertificateDer<'static>>>,
@@ -389,12 +399,12 @@ pub async fn server_chain(addr: SocketAddr) -> Vec<CertificateDer<'static>> {
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let _tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(ServerName::try_from("x").unwrap(), tcp)
         .await
         .unwrap();
     let chain = rec.0.lock().unwrap().clone();
-    chain
+    (tls, chain)
 }
 
 /// Runs a command and asserts success, returning stdout.
