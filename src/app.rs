@@ -28,7 +28,7 @@ use crate::server::http;
 use crate::server::status;
 use crate::server::tls::{self, ServingCert};
 use crate::store::file::FileStore;
-use crate::store::kube::{Keys, KubeStore};
+use crate::store::kube::{base_name, Keys, KubeStore};
 use crate::store::Store;
 use crate::telemetry::health::Target;
 use crate::telemetry::{Metrics, Readiness};
@@ -119,6 +119,7 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
     readiness.set_ready(Target::Metrics);
 
     let store = store_for(&config, kube_client.as_ref());
+    let jwt_store = jwt::checked_store(&config, &store).await?;
     let loaded = rotation::bootstrap(&store, &config.rotation)
         .await
         .context("error creating CA")?;
@@ -138,7 +139,8 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
         },
     ));
     readiness.set_ready(Target::Ca);
-    let jwt_parts = jwt::start(&config, &metrics, &readiness, stopped()).await?;
+    let jwt_parts =
+        jwt::start(&config, jwt_store.as_ref(), &metrics, &readiness, stopped()).await?;
 
     let (serving, renew_at) = ServingCert::issue(&ca, config.sentry_id.clone())
         .context("issuing Sentry's serving certificate")?;
@@ -258,15 +260,10 @@ fn store_for(config: &Config, kube_client: Option<&kube::Client>) -> Store {
         }
         Some(client) => {
             info!("Using kubernetes secret store for trust bundle storage");
-            let base = |p: &std::path::Path| {
-                p.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            };
             let keys = Keys {
-                anchors: base(&config.credentials.anchors),
-                issuer_cert: base(&config.credentials.issuer_cert),
-                issuer_key: base(&config.credentials.issuer_key),
+                anchors: base_name(&config.credentials.anchors),
+                issuer_cert: base_name(&config.credentials.issuer_cert),
+                issuer_key: base_name(&config.credentials.issuer_key),
             };
             Store::Kube(Box::new(KubeStore::new(
                 client.clone(),

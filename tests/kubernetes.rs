@@ -4,16 +4,11 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::cluster::*;
 use common::*;
-use sentry::bundle::KeyType;
 use sentry::pb::ca_client::CaClient;
 use sentry::pb::SignCertificateRequest;
 use tonic::transport::Channel;
-
-const KUBERNETES: i32 = 2;
 
 /// Starts Sentry in Kubernetes mode with control-plane namespace `cp`.
 async fn start_sentry(tmp: &std::path::Path, cp: &str) -> (Sentry, String) {
@@ -24,24 +19,6 @@ async fn start_sentry(tmp: &std::path::Path, cp: &str) -> (Sentry, String) {
         .await
         .expect("ConfigMap created");
     (s, anchors)
-}
-
-async fn client(s: &Sentry, anchors: &str, cp: &str) -> CaClient<Channel> {
-    let tls = Arc::new(
-        sentry::client::tls_config(
-            anchors.as_bytes(),
-            &format!("spiffe://cluster.local/ns/{cp}/dapr-sentry"),
-        )
-        .unwrap(),
-    );
-    sentry::client::connect(s.grpc, tls).await.unwrap()
-}
-
-fn req(id: &str, ns: &str, token: &str) -> SignCertificateRequest {
-    let mut r = request(id, ns, KeyType::Ed25519);
-    r.token = token.into();
-    r.token_validator = KUBERNETES;
-    r
 }
 
 fn leaf_uri(resp: &sentry::pb::SignCertificateResponse) -> String {
@@ -59,22 +36,6 @@ async fn denied(c: &mut CaClient<Channel>, r: SignCertificateRequest, msg: &str)
         "{:?} does not contain {msg:?}",
         err.message()
     );
-}
-
-/// A workload pod with a bound token (audience dapr.io/sentry).
-async fn workload(
-    kc: &kube::Client,
-    ns: &str,
-    pod: &str,
-    sa: &str,
-    annotations: &[(&str, &str)],
-) -> (String, String) {
-    create_service_account(kc, ns, sa).await;
-    let uid = create_pod(kc, ns, pod, sa, annotations).await;
-    let token = token_request(kc, ns, sa, Some((pod, &uid)), &["dapr.io/sentry"], 600)
-        .await
-        .unwrap();
-    (uid, token)
 }
 
 #[tokio::test]
@@ -463,24 +424,6 @@ fn claims(
     })
 }
 
-fn ca_kube(args: &[&str], cp: &str) -> std::process::Output {
-    std::process::Command::new(SENTRY)
-        .arg("ca")
-        .args(args)
-        .args([
-            "--mode",
-            "kubernetes",
-            "--namespace",
-            cp,
-            "--trust-domain",
-            "cluster.local",
-            "--kubeconfig",
-        ])
-        .arg(cluster().kubeconfig())
-        .output()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn root_key_custody_hot_reload_and_phased_rotation_in_the_cluster() {
     let tmp = tempfile::tempdir().unwrap();
@@ -515,12 +458,7 @@ async fn root_key_custody_hot_reload_and_phased_rotation_in_the_cluster() {
     );
 
     // An operator renews the issuer through the API server; the running Sentry serves it.
-    let out = ca_kube(&["renew"], cp);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ca_kube_ok(&["renew"], cp);
     let stored = secrets
         .get("dapr-trust-bundle")
         .await
@@ -558,33 +496,8 @@ async fn root_key_custody_hot_reload_and_phased_rotation_in_the_cluster() {
 
     // A root rotation: the new root is published beside the old one in Secret and ConfigMap,
     // then (after the 2 s grace) the new issuer activates while both roots stay trusted.
-    let out = ca_kube(&["renew", "--root"], cp);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let journal = secrets
-            .get("dapr-trust-bundle-root")
-            .await
-            .unwrap()
-            .data
-            .unwrap()
-            .get("rotation.json")
-            .map(|b| b.0.clone());
-        let phase = journal.map(|j| sentry::rotation::Journal::parse(&j).unwrap().phase);
-        if phase == Some(sentry::rotation::Phase::Active) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "rotation stuck in {phase:?}\n{}",
-            s.log_text()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    ca_kube_ok(&["renew", "--root"], cp);
+    wait_for_rotation_phase(&kc, cp, sentry::rotation::Phase::Active, &s).await;
     let published = configmap_anchors(&kc, cp).await.unwrap();
     assert_eq!(
         pem_certs(published.as_bytes()).len(),

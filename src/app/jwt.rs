@@ -1,6 +1,6 @@
-//! Wiring of the JWT features: the JWT part of the bundle (loaded or generated), the JWT-SVID
-//! issuer, the OIDC discovery server and the `jwks` validator. Each part left unconfigured is
-//! reported ready at once.
+//! Wiring of the JWT features: the JWT part of the bundle (loaded or generated, in files or in the
+//! Kubernetes Secret/ConfigMap, see [`JwtStore`]), the JWT-SVID issuer, the OIDC discovery server
+//! and the `jwks` validator. Each part left unconfigured is reported ready at once.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,13 +16,16 @@ use crate::ca::jwt::{JwtIssuer, JwtSettings};
 use crate::config::{Config, JwtConfig, OidcConfig};
 use crate::server::oidc::OidcSite;
 use crate::server::oidc_listener;
-use crate::store::jwt_file::JwtFileStore;
+use crate::store::jwt::JwtStore;
+use crate::store::Store;
 use crate::telemetry::health::Target;
 use crate::telemetry::{Metrics, Readiness};
 use crate::validator::jwks::JwksValidator;
 
 /// How often the OIDC server looks for its TLS files when they are not there yet (Dapr: 5 s).
 const TLS_FILE_POLL: Duration = Duration::from_secs(5);
+/// Reads of the JWT part before giving up when other writers keep changing the store.
+const MAX_ATTEMPTS: usize = 20;
 
 /// The started JWT features, to be plugged into the request path.
 pub(super) struct JwtParts {
@@ -32,16 +35,40 @@ pub(super) struct JwtParts {
     pub jwks: Option<JwksValidator>,
 }
 
-/// Loads or generates the JWT key and JWKS, starts the OIDC server and the `jwks` validator.
+/// The store of the JWT part beside the bundle `store`, when `--jwt-enabled`. Its stored pair is
+/// read and verified here, before the CA writes anything, so that a partial or invalid pair stops
+/// start-up with the store untouched.
+pub(super) async fn checked_store(
+    config: &Config,
+    store: &Store,
+) -> anyhow::Result<Option<JwtStore>> {
+    let Some(jwt) = &config.jwt else {
+        return Ok(None);
+    };
+    let jwt_store = JwtStore::beside(store, &jwt.key_path, &jwt.jwks_path);
+    jwt_store
+        .load(&jwt.key)
+        .await
+        .context("error creating CA: failed to get JWT credentials")?;
+    Ok(Some(jwt_store))
+}
+
+/// Loads or generates the JWT key and JWKS (in `store`, from [`checked_store`]), starts the OIDC
+/// server and the `jwks` validator.
 pub(super) async fn start(
     config: &Config,
+    store: Option<&JwtStore>,
     metrics: &Metrics,
     readiness: &Readiness,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<JwtParts> {
-    let bundle = match &config.jwt {
-        Some(jwt) => Some(load_or_generate(jwt, metrics).context("error creating CA")?),
-        None => None,
+    let bundle = match (&config.jwt, store) {
+        (Some(jwt), Some(store)) => Some(
+            load_or_generate(store, jwt, metrics)
+                .await
+                .context("error creating CA")?,
+        ),
+        _ => None,
     };
     let issuer = match (&config.jwt, &bundle) {
         (Some(jwt), Some(b)) => {
@@ -85,22 +112,47 @@ pub(super) async fn start(
     Ok(JwtParts { issuer, jwks })
 }
 
-fn load_or_generate(config: &JwtConfig, metrics: &Metrics) -> anyhow::Result<JwtBundle> {
-    let store = JwtFileStore::new(config.key_path.clone(), config.jwks_path.clone());
-    if let Some(bundle) = store
-        .load(&config.key)
-        .context("failed to get JWT credentials")?
-    {
-        info!("JWT signing key and JWKS found: using credentials from store");
-        return Ok(bundle);
+/// Loads the stored pair (publishing its JWKS), or generates one and stores it with
+/// compare-and-swap: a replica that loses the race re-reads and uses the winner's pair.
+async fn load_or_generate(
+    store: &JwtStore,
+    config: &JwtConfig,
+    metrics: &Metrics,
+) -> anyhow::Result<JwtBundle> {
+    let mut generated = false;
+    for _ in 0..MAX_ATTEMPTS {
+        let snap = store
+            .load(&config.key)
+            .await
+            .context("failed to get JWT credentials")?;
+        let outcome = match snap.bundle {
+            Some(bundle) => store.publish(&bundle).await.map(|()| Some(bundle)),
+            None => {
+                info!(algorithm = %config.key.algorithm, "JWT signing key not found: generating a new key and JWKS");
+                let bundle = generate_jwt(&config.key)?;
+                store.save(&snap, &bundle).await.map(|()| None)
+            }
+        };
+        match outcome {
+            Ok(Some(bundle)) => {
+                if generated {
+                    metrics.issuercert_changed.inc();
+                } else {
+                    info!("JWT signing key and JWKS found: using credentials from store");
+                }
+                return Ok(bundle);
+            }
+            // Stored: read it back (and publish it) on the next round.
+            Ok(None) => generated = true,
+            Err(e) if e.is_conflict() => {
+                info!(
+                    "JWT credentials changed concurrently (another replica?); reading them again"
+                );
+            }
+            Err(e) => return Err(e).context("failed to store JWT credentials"),
+        }
     }
-    info!(algorithm = %config.key.algorithm, "JWT signing key not found: generating a new key and JWKS");
-    let bundle = generate_jwt(&config.key)?;
-    store
-        .save(&bundle)
-        .context("failed to store JWT credentials")?;
-    metrics.issuercert_changed.inc();
-    Ok(bundle)
+    anyhow::bail!("the JWT credentials kept changing concurrently; giving up")
 }
 
 async fn start_oidc(

@@ -66,9 +66,6 @@ pub enum ConfigError {
         /// Why it was refused.
         source: SpiffeError,
     },
-    /// A setting is not available in this build or mode.
-    #[error("{0}")]
-    Unsupported(String),
     /// The Kubernetes `Configuration` could not be read.
     #[error("{0}")]
     Kubernetes(String),
@@ -283,11 +280,6 @@ impl Config {
             expiry_warning: time::Duration::days(30),
         };
         let (jwt, oidc) = jwt::resolve(&flags.jwt, &flags.issuer_credentials)?;
-        if flags.mode == Mode::Kubernetes && jwt.is_some() {
-            return Err(ConfigError::Unsupported(
-                "--jwt-enabled is not available in Kubernetes mode in this build yet (the JWT key and JWKS are not kept in the dapr-trust-bundle Secret/ConfigMap)".into(),
-            ));
-        }
         let limits = Limits::from_flags(flags).map_err(ConfigError::Limit)?;
         Ok(Self {
             mode: flags.mode,
@@ -482,11 +474,20 @@ mod tests {
     }
 
     #[test]
-    fn jwt_is_refused_in_kubernetes_mode_for_now() {
-        let flags =
-            Flags::try_parse_from(["sentry", "--mode", "kubernetes", "--jwt-enabled"]).unwrap();
-        let err = Config::resolve(&flags, None, None).unwrap_err().to_string();
-        assert!(err.contains("--jwt-enabled"), "{err}");
+    fn jwt_in_kubernetes_mode_keeps_the_file_base_names_as_keys() {
+        let flags = Flags::try_parse_from([
+            "sentry",
+            "--mode",
+            "kubernetes",
+            "--jwt-enabled",
+            "--jwks-filename",
+            "/etc/keys/public.json",
+        ])
+        .unwrap();
+        let jwt = Config::resolve(&flags, None, None).unwrap().jwt.unwrap();
+        let key = crate::store::kube::base_name(&jwt.key_path);
+        let jwks = crate::store::kube::base_name(&jwt.jwks_path);
+        assert_eq!((key.as_str(), jwks.as_str()), ("jwt.key", "public.json"));
     }
 
     #[test]

@@ -7,36 +7,8 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use super::file::{sync_parent, write_temp};
-use crate::bundle::jwt::{verify_jwt, JwtBundle, JwtBundleError, JwtKeySettings, JwtPart};
-
-/// Why the JWT part could not be loaded or saved.
-#[derive(Debug, thiserror::Error)]
-pub enum JwtStoreError {
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The stored pair failed verification.
-    #[error("{path}: {source}")]
-    Invalid {
-        /// The file holding the faulty part.
-        path: PathBuf,
-        /// What is wrong.
-        source: JwtBundleError,
-    },
-    /// Only one of the two files exists.
-    #[error("incomplete JWT credentials: {present} present but {missing} missing; supply both files or remove both to generate a new JWT key")]
-    Partial {
-        /// The file found.
-        present: PathBuf,
-        /// The file missing.
-        missing: PathBuf,
-    },
-}
+use super::jwt::{verify_pair, JwtStoreError};
+use crate::bundle::jwt::{JwtBundle, JwtKeySettings, JwtPart};
 
 /// The JWT key and JWKS kept in files.
 #[derive(Debug, Clone)]
@@ -53,28 +25,15 @@ impl JwtFileStore {
 
     /// Reads and verifies the pair; `Ok(None)` when neither file exists.
     pub fn load(&self, settings: &JwtKeySettings) -> Result<Option<JwtBundle>, JwtStoreError> {
-        match (read_opt(&self.key)?, read_opt(&self.jwks)?) {
-            (None, None) => Ok(None),
-            (Some(key), Some(jwks)) => {
-                verify_jwt(&key, &jwks, settings)
-                    .map(Some)
-                    .map_err(|source| JwtStoreError::Invalid {
-                        path: match source.part {
-                            JwtPart::Key => self.key.clone(),
-                            JwtPart::Jwks => self.jwks.clone(),
-                        },
-                        source,
-                    })
-            }
-            (Some(_), None) => Err(JwtStoreError::Partial {
-                present: self.key.clone(),
-                missing: self.jwks.clone(),
-            }),
-            (None, Some(_)) => Err(JwtStoreError::Partial {
-                present: self.jwks.clone(),
-                missing: self.key.clone(),
-            }),
-        }
+        verify_pair(
+            read_opt(&self.key)?,
+            read_opt(&self.jwks)?,
+            settings,
+            |part| match part {
+                JwtPart::Key => self.key.display().to_string(),
+                JwtPart::Jwks => self.jwks.display().to_string(),
+            },
+        )
     }
 
     /// Writes both files (mode 0600), the JWKS last.

@@ -1,6 +1,8 @@
 //! The Kubernetes store: Secret `dapr-trust-bundle` (trust anchors, issuer chain, issuer key),
 //! ConfigMap `dapr-trust-bundle` (trust anchors only, for distribution) and, for Sentry's own
 //! custody, Secret `dapr-trust-bundle-root` (root key, rotation journal), in Sentry's namespace.
+//! The JWT keys of the same Secret and ConfigMap belong to [`super::jwt_kube`], which goes
+//! through the helpers here; bundle writes copy the Secret's data map, so they keep those keys.
 //!
 //! Every write is a compare-and-swap on the `resourceVersion` read before (or a create that
 //! fails if someone else created first), so replicas acting together end with one bundle. Beyond
@@ -8,6 +10,7 @@
 //! it rather than triggering a new CA, dapr/dapr#9563).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::ByteString;
@@ -65,6 +68,13 @@ fn api_err(what: String) -> impl FnOnce(K8sError) -> StoreError {
     }
 }
 
+/// The data key of a bundle item: the base name of its configured path (Dapr §5.1).
+pub fn base_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 fn meta(name: &str, namespace: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
@@ -94,27 +104,25 @@ impl KubeStore {
 
     /// `Secret <ns>/dapr-trust-bundle key <key>`.
     pub fn describe(&self, part: BundlePart) -> String {
-        format!(
-            "Secret {}/{TRUST_BUNDLE} key {}",
-            self.namespace,
-            self.key_of(part)
-        )
+        self.describe_key(self.key_of(part))
+    }
+
+    /// `Secret <ns>/dapr-trust-bundle key <key>` for any data key.
+    pub(super) fn describe_key(&self, key: &str) -> String {
+        format!("Secret {}/{TRUST_BUNDLE} key {key}", self.namespace)
+    }
+
+    /// Reads Secret `name` (with its `resourceVersion`), `None` when it does not exist.
+    pub(super) async fn read_secret(&self, name: &str) -> Result<Option<Secret>, StoreError> {
+        call(self.secrets.get_opt(name))
+            .await
+            .map_err(api_err(format!("reading Secret {}/{name}", self.namespace)))
     }
 
     /// Reads both Secrets. A partial bundle is an error.
     pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        let secret = call(self.secrets.get_opt(TRUST_BUNDLE))
-            .await
-            .map_err(api_err(format!(
-                "reading Secret {}/{TRUST_BUNDLE}",
-                self.namespace
-            )))?;
-        let root = call(self.secrets.get_opt(ROOT_SECRET))
-            .await
-            .map_err(api_err(format!(
-                "reading Secret {}/{ROOT_SECRET}",
-                self.namespace
-            )))?;
+        let secret = self.read_secret(TRUST_BUNDLE).await?;
+        let root = self.read_secret(ROOT_SECRET).await?;
         let data = secret
             .as_ref()
             .and_then(|s| s.data.clone())
@@ -214,7 +222,9 @@ impl KubeStore {
             .await
     }
 
-    async fn put_secret(
+    /// Writes `data` into Secret `name`: a compare-and-swap replace of `current` as read, or a
+    /// create when it did not exist (which conflicts if someone else created it first).
+    pub(super) async fn put_secret(
         &self,
         name: &str,
         current: Option<Secret>,
@@ -258,34 +268,38 @@ impl KubeStore {
 
     /// Makes the ConfigMap's `ca.crt` byte-identical to `anchors`, creating it if needed.
     pub async fn sync_config_map(&self, anchors: &[u8]) -> Result<(), StoreError> {
+        self.sync_config_map_key(&self.keys.anchors, anchors).await
+    }
+
+    /// Makes the ConfigMap's `key` byte-identical to `value` (the Secret's), creating the
+    /// ConfigMap if needed and leaving its other keys alone; conflicts if it changed meanwhile.
+    pub(super) async fn sync_config_map_key(
+        &self,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), StoreError> {
         let what = format!("writing ConfigMap {}/{TRUST_BUNDLE}", self.namespace);
-        let text = String::from_utf8_lossy(anchors).into_owned();
+        let text = String::from_utf8_lossy(value).into_owned();
         let current = call(self.config_maps.get_opt(TRUST_BUNDLE))
             .await
             .map_err(api_err(what.clone()))?;
         match current {
-            Some(cm) if cm.data.as_ref().and_then(|d| d.get(&self.keys.anchors)) == Some(&text) => {
-                Ok(())
-            }
+            Some(cm) if cm.data.as_ref().and_then(|d| d.get(key)) == Some(&text) => Ok(()),
             Some(mut cm) => {
-                if cm
-                    .data
-                    .as_ref()
-                    .is_some_and(|d| d.contains_key(&self.keys.anchors))
-                {
+                if cm.data.as_ref().is_some_and(|d| d.contains_key(key)) {
                     warn!(
-                        "ConfigMap {}/{TRUST_BUNDLE} trust anchors differ from the Secret's: repairing the ConfigMap from the Secret",
+                        "ConfigMap {}/{TRUST_BUNDLE} key {key} differs from the Secret's: repairing the ConfigMap from the Secret",
                         self.namespace
                     );
                 } else {
                     info!(
-                        "Publishing the trust anchors in ConfigMap {}/{TRUST_BUNDLE}",
+                        "Publishing {key} in ConfigMap {}/{TRUST_BUNDLE}",
                         self.namespace
                     );
                 }
                 cm.data
                     .get_or_insert_with(BTreeMap::new)
-                    .insert(self.keys.anchors.clone(), text);
+                    .insert(key.to_owned(), text);
                 call(
                     self.config_maps
                         .replace(TRUST_BUNDLE, &PostParams::default(), &cm),
@@ -297,7 +311,7 @@ impl KubeStore {
             None => {
                 let cm = ConfigMap {
                     metadata: meta(TRUST_BUNDLE, &self.namespace),
-                    data: Some(BTreeMap::from([(self.keys.anchors.clone(), text)])),
+                    data: Some(BTreeMap::from([(key.to_owned(), text)])),
                     ..Default::default()
                 };
                 call(self.config_maps.create(&PostParams::default(), &cm))

@@ -1,10 +1,12 @@
-//! Where a trust bundle lives: a directory in standalone mode ([`file`], and [`jwt_file`] for the
-//! JWT key and JWKS), Secrets and a ConfigMap in Kubernetes mode ([`kube`]). Reads and writes raw
-//! bundle bytes plus Sentry's custody data (the root key and the rotation journal); never signs
-//! anything.
+//! Where a trust bundle lives: a directory in standalone mode ([`file`]), Secrets and a ConfigMap
+//! in Kubernetes mode ([`kube`]); the JWT key and JWKS beside it ([`jwt`]: files in [`jwt_file`],
+//! Secret/ConfigMap keys in [`jwt_kube`]). Reads and writes raw bundle bytes plus Sentry's
+//! custody data (the root key and the rotation journal); never signs anything.
 
 pub mod file;
+pub mod jwt;
 pub mod jwt_file;
+pub mod jwt_kube;
 pub mod kube;
 
 use std::path::PathBuf;

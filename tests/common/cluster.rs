@@ -1,18 +1,26 @@
 //! A real kube-apiserver + etcd for the Kubernetes tests (tests/kube/cluster), shared by the tests
 //! of one test binary and stopped by the script's watchdog when the test process exits, plus
-//! helpers to create namespaces, service accounts, pods, Configurations and tokens.
+//! helpers to create namespaces, service accounts, pods, Configurations and tokens, to talk to a
+//! Kubernetes-mode Sentry as a sidecar would, and to run `sentry ca` against the cluster.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Pod, PodSpec, ServiceAccount};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use sentry::bundle::KeyType;
+use sentry::pb::ca_client::CaClient;
+use sentry::pb::SignCertificateRequest;
+use tonic::transport::Channel;
 
-use super::run_ok;
+use super::{request, run_ok, Sentry, SENTRY};
+
+/// `token_validator` value of the Kubernetes validator.
+pub const KUBERNETES: i32 = 2;
 
 /// The shared cluster of this test process.
 pub struct Cluster {
@@ -165,6 +173,103 @@ pub fn sentry_opts(kubeconfig: &Path, cp: &str) -> super::Opts {
         .arg(kubeconfig.to_str().unwrap_or_default())
         .env("NAMESPACE", cp)
         .env("DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK", "true")
+}
+
+/// A sidecar-style client of a Sentry whose control-plane namespace is `cp`, trusting `anchors`.
+pub async fn client(s: &Sentry, anchors: &str, cp: &str) -> CaClient<Channel> {
+    let tls = Arc::new(
+        sentry::client::tls_config(
+            anchors.as_bytes(),
+            &format!("spiffe://cluster.local/ns/{cp}/dapr-sentry"),
+        )
+        .unwrap(),
+    );
+    sentry::client::connect(s.grpc, tls).await.unwrap()
+}
+
+/// A request for `id` in `ns` authenticated by a service-account `token`.
+pub fn req(id: &str, ns: &str, token: &str) -> SignCertificateRequest {
+    let mut r = request(id, ns, KeyType::Ed25519);
+    r.token = token.into();
+    r.token_validator = KUBERNETES;
+    r
+}
+
+/// A workload pod with a bound token (audience dapr.io/sentry): (pod UID, token).
+pub async fn workload(
+    kc: &kube::Client,
+    ns: &str,
+    pod: &str,
+    sa: &str,
+    annotations: &[(&str, &str)],
+) -> (String, String) {
+    create_service_account(kc, ns, sa).await;
+    let uid = create_pod(kc, ns, pod, sa, annotations).await;
+    let token = token_request(kc, ns, sa, Some((pod, &uid)), &["dapr.io/sentry"], 600)
+        .await
+        .unwrap();
+    (uid, token)
+}
+
+/// Runs `sentry ca ARGS` in Kubernetes mode against control-plane namespace `cp` (as admin).
+pub fn ca_kube(args: &[&str], cp: &str) -> std::process::Output {
+    Command::new(SENTRY)
+        .arg("ca")
+        .args(args)
+        .args([
+            "--mode",
+            "kubernetes",
+            "--namespace",
+            cp,
+            "--trust-domain",
+            "cluster.local",
+            "--kubeconfig",
+        ])
+        .arg(cluster().kubeconfig())
+        .output()
+        .unwrap()
+}
+
+/// Runs `sentry ca ARGS` like [`ca_kube`] and asserts that it succeeds.
+pub fn ca_kube_ok(args: &[&str], cp: &str) {
+    let out = ca_kube(args, cp);
+    assert!(
+        out.status.success(),
+        "sentry ca {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits (up to 60 s) until the rotation journal in `cp` reports `phase`; `s` is the Sentry
+/// driving it (its log goes into the failure message).
+pub async fn wait_for_rotation_phase(
+    kc: &kube::Client,
+    cp: &str,
+    phase: sentry::rotation::Phase,
+    s: &Sentry,
+) {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(kc.clone(), cp);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let journal = secrets
+            .get("dapr-trust-bundle-root")
+            .await
+            .unwrap()
+            .data
+            .unwrap()
+            .get("rotation.json")
+            .map(|b| b.0.clone());
+        let now = journal.map(|j| sentry::rotation::Journal::parse(&j).unwrap().phase);
+        if now == Some(phase) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rotation stuck in {now:?}\n{}",
+            s.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 pub async fn create_namespace(client: &kube::Client, ns: &str) {
