@@ -140,6 +140,8 @@ pub struct Rotator {
     metrics: Arc<Metrics>,
     last_seen: Files,
     unsettled: Option<Files>,
+    /// The distributed anchors (the ConfigMap) could not be made to follow `last_seen` yet.
+    unpublished: bool,
     last_warning: Option<OffsetDateTime>,
 }
 
@@ -161,6 +163,7 @@ impl Rotator {
             metrics,
             last_seen: served,
             unsettled: None,
+            unpublished: false,
             last_warning: None,
         }
     }
@@ -191,11 +194,26 @@ impl Rotator {
         let snap = self.store.snapshot().await?;
         if let Some(files) = snap.files.as_ref().filter(|f| **f != self.last_seen) {
             self.reload(&files.clone(), now).await;
+        } else if self.unpublished {
+            self.publish().await;
         }
         if journal_of(&snap)?.is_none() {
             self.start_if_due(&snap, now).await?;
         }
         Ok(())
+    }
+
+    /// Makes the distributed anchors follow `last_seen`; on failure, tried again next check.
+    async fn publish(&mut self) {
+        match self.store.publish(&self.last_seen).await {
+            Ok(()) => self.unpublished = false,
+            Err(e) => {
+                if !self.unpublished {
+                    warn!(error = %e, "could not publish the changed trust anchors; retrying");
+                }
+                self.unpublished = true;
+            }
+        }
     }
 
     async fn reload(&mut self, files: &Files, now: OffsetDateTime) {
@@ -216,9 +234,7 @@ impl Rotator {
         self.metrics.issuercert_changed.inc();
         match signer {
             Ok(signer) => {
-                if let Err(e) = self.store.publish(files).await {
-                    warn!(error = %e, "could not publish the changed trust anchors; retrying on the next change");
-                }
+                self.publish().await;
                 publish_expiry(&self.metrics, signer.bundle());
                 self.ca.replace(signer);
                 match self.serving.renew(&self.ca) {

@@ -31,6 +31,9 @@ pub const ROOT_KEY: &str = "root.key";
 /// Key of the rotation journal in [`ROOT_SECRET`].
 pub const JOURNAL_KEY: &str = "rotation.json";
 
+/// Attempts at making the ConfigMap follow the Secret when other writers keep winning.
+const CONFIG_MAP_ATTEMPTS: usize = 5;
+
 /// Data keys of the bundle (base names of the file-name flags).
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -175,7 +178,7 @@ impl KubeStore {
         })
     }
 
-    /// Writes the bundle into the Secret (CAS), then makes the ConfigMap follow it.
+    /// Writes the bundle into the Secret (CAS), then makes the ConfigMap follow it (best effort).
     pub async fn write_files(&self, base: &Versions, files: &Files) -> Result<(), StoreError> {
         let what = format!("writing Secret {}/{TRUST_BUNDLE}", self.namespace);
         let mut data = base
@@ -194,7 +197,13 @@ impl KubeStore {
         );
         self.put_secret(TRUST_BUNDLE, base.secret.clone(), data, what)
             .await?;
-        self.sync_config_map(&files.anchors).await
+        // The Secret is the truth and it is written: a ConfigMap that cannot follow now is
+        // repaired by the next publish (start-up, the rotator), so the caller still goes on to
+        // record what it won (a generated root key must not be lost to a ConfigMap error).
+        if let Err(e) = self.sync_config_map(&files.anchors).await {
+            warn!(error = %e, "Trust bundle written; the ConfigMap will follow on the next publish");
+        }
+        Ok(())
     }
 
     /// Writes the custody Secret (CAS); an empty custody keeps the Secret with no data.
@@ -272,12 +281,24 @@ impl KubeStore {
     }
 
     /// Makes the ConfigMap's `key` byte-identical to `value` (the Secret's), creating the
-    /// ConfigMap if needed and leaving its other keys alone; conflicts if it changed meanwhile.
+    /// ConfigMap if needed and leaving its other keys alone. A write that loses to another
+    /// writer (typically a replica publishing the same value) reads again and retries, so a
+    /// caller that has just won the Secret's compare-and-swap is not told it lost.
     pub(super) async fn sync_config_map_key(
         &self,
         key: &str,
         value: &[u8],
     ) -> Result<(), StoreError> {
+        let mut attempt = 1;
+        loop {
+            match self.try_sync_config_map_key(key, value).await {
+                Err(StoreError::Conflict(_)) if attempt < CONFIG_MAP_ATTEMPTS => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_sync_config_map_key(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let what = format!("writing ConfigMap {}/{TRUST_BUNDLE}", self.namespace);
         let text = String::from_utf8_lossy(value).into_owned();
         let current = call(self.config_maps.get_opt(TRUST_BUNDLE))
