@@ -338,6 +338,14 @@ async fn three_replicas_on_empty_objects_end_with_one_bundle() {
         })
         .sum();
     assert_eq!(generated, 1, "exactly one replica generated the bundle");
+    let custody: k8s_openapi::api::core::v1::Secret = kube::Api::namespaced(kc.clone(), cp)
+        .get("dapr-trust-bundle-root")
+        .await
+        .expect("the generating replica keeps the root key");
+    assert!(
+        custody.data.unwrap_or_default().contains_key("root.key"),
+        "root key kept for automatic renewal"
+    );
     let ns = "apps-ha";
     create_namespace(&kc, ns).await;
     let (_, token) = workload(&kc, ns, "p", "p", &[]).await;
