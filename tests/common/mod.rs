@@ -254,6 +254,45 @@ impl Drop for Sentry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.keep_log_for_scan();
+    }
+}
+
+impl Sentry {
+    /// When `SENTRY_TEST_LOGS` names a directory (scripts/test sets it), keeps this run's debug
+    /// log there, with the base64 lines of every private key in the credentials directory beside
+    /// it (`.secrets`), for the suite-wide scan (tests/logscan.py).
+    fn keep_log_for_scan(&self) {
+        let Some(dir) = std::env::var_os("SENTRY_TEST_LOGS") else {
+            return;
+        };
+        let dir = PathBuf::from(dir);
+        let test = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        let base = dir.join(format!(
+            "{test}-{}-{}",
+            std::process::id(),
+            self.grpc.port()
+        ));
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::copy(&self.log, base.with_extension("log"));
+        let mut secrets = String::new();
+        for entry in std::fs::read_dir(self.creds())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            if text.contains("PRIVATE KEY-----") {
+                for line in text.lines().filter(|l| !l.starts_with("-----")) {
+                    secrets.push_str(line);
+                    secrets.push('\n');
+                }
+            }
+        }
+        let _ = std::fs::write(base.with_extension("secrets"), secrets);
     }
 }
 
