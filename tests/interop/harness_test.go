@@ -562,7 +562,14 @@ func newCSR(t testing.TB, key crypto.Signer) []byte {
 // authorised as spiffe://localhost/ns/dapr-system/dapr-sentry.
 func dialCA(t testing.TB, s *sentryProc, anchorsPEM []byte) sentryv1pb.CAClient {
 	t.Helper()
-	tlsCfg := tlsconfig.TLSClientConfig(bundleFor(t, sentryTrustDomain, anchorsPEM), tlsconfig.AuthorizeID(sentrySPIFFEID(t)))
+	return dialCAAs(t, s, anchorsPEM, sentryTrustDomain, sentrySPIFFEID(t))
+}
+
+// dialCAAs is dialCA for a Sentry with another control-plane trust domain
+// (td, the anchors' trust domain) and SPIFFE ID.
+func dialCAAs(t testing.TB, s *sentryProc, anchorsPEM []byte, td string, id spiffeid.ID) sentryv1pb.CAClient {
+	t.Helper()
+	tlsCfg := tlsconfig.TLSClientConfig(bundleFor(t, td, anchorsPEM), tlsconfig.AuthorizeID(id))
 	conn, err := grpc.NewClient(s.addr(), grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
 	if err != nil {
 		t.Fatal(err)

@@ -354,6 +354,23 @@ func (k *kubeCluster) secretData(t testing.TB, ns, name string) map[string][]byt
 	return out
 }
 
+// createHelmTrustBundle creates the empty dapr-trust-bundle Secret and
+// ConfigMap in cp, as charts/dapr/charts/dapr_sentry/templates/
+// dapr_sentry_deployment.yaml renders them without user-supplied
+// certificates: no data at all.
+func (k *kubeCluster) createHelmTrustBundle(t testing.TB, cp string) {
+	t.Helper()
+	for _, kind := range []string{"secrets", "configmaps"} {
+		k.mustCall(t, http.MethodPost, "/api/v1/namespaces/"+cp+"/"+kind, map[string]any{
+			"apiVersion": "v1",
+			"kind":       map[string]string{"secrets": "Secret", "configmaps": "ConfigMap"}[kind],
+			"metadata": map[string]any{
+				"name": "dapr-trust-bundle", "labels": map[string]string{"app": "dapr-sentry"},
+			},
+		}, nil, false)
+	}
+}
+
 // controlPlane creates namespace cp with the RBAC of deploy/rbac.yaml (its
 // namespace replaced by cp, the ClusterRoleBinding renamed so that several
 // control planes can coexist), exactly as the Rust Kubernetes tests do, and

@@ -67,14 +67,21 @@ const (
 // (checked at cleanup).
 func startKubeSentry(t testing.TB, kubeconfig, cp string) *sentryProc {
 	t.Helper()
+	return startKubeSentryBin(t, sentryBin, kubeconfig, cp)
+}
+
+// startKubeSentryBin is startKubeSentry for any binary (the Sentry under test
+// or $DAPR_SENTRY_BIN), with extra flags; stopNow stops it before cleanup.
+func startKubeSentryBin(t testing.TB, bin, kubeconfig, cp string, extra ...string) *sentryProc {
+	t.Helper()
 	workDir := t.TempDir()
 	ports, err := freePorts(3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &sentryProc{
-		name:        filepath.Base(sentryBin),
-		bin:         sentryBin,
+		name:        filepath.Base(bin),
+		bin:         bin,
 		dir:         filepath.Join(workDir, "creds"),
 		namespace:   cp,
 		port:        ports[0],
@@ -88,7 +95,7 @@ func startKubeSentry(t testing.TB, kubeconfig, cp string) *sentryProc {
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	s.cmd = execSentry(s, "--mode", "kubernetes", "--kubeconfig", kubeconfig, "--trust-domain", kubeTrustDomain)
+	s.cmd = execSentry(s, append([]string{"--mode", "kubernetes", "--kubeconfig", kubeconfig, "--trust-domain", kubeTrustDomain}, extra...)...)
 	s.cmd.Env = append(os.Environ(), "NAMESPACE="+cp, "DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK=true")
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", s.bin, err)
@@ -97,9 +104,13 @@ func startKubeSentry(t testing.TB, kubeconfig, cp string) *sentryProc {
 		s.err = s.cmd.Wait()
 		close(s.exited)
 	}()
+	stopped := false
+	s.onStop = func() { stopped = true }
 	t.Cleanup(func() {
-		if err := s.stop(); err != nil {
-			t.Errorf("%s: %v", s.bin, err)
+		if !stopped {
+			if err := s.stop(); err != nil {
+				t.Errorf("%s: %v", s.bin, err)
+			}
 		}
 		if ents, err := os.ReadDir(s.dir); err != nil || len(ents) != 0 {
 			var names []string
@@ -490,27 +501,26 @@ func TestKubernetesMode(t *testing.T) {
 	}
 }
 
-func testKubernetesDeployment(t *testing.T, k *kubeCluster, d kubeDeployment) {
-	dt := t // the deployment's test: its clients and its Sentry live as long as it
-	cp := d.cp
+// kubeSentryControlPlane sets up control-plane namespace cp (k.controlPlane)
+// with its daprsystem Configuration (kubeWorkloadTTL, kubeClockSkew) and
+// returns Sentry's kubeconfig.
+func kubeSentryControlPlane(t testing.TB, k *kubeCluster, cp string) string {
+	t.Helper()
 	kubeconfig := k.controlPlane(t, cp)
 	k.createConfiguration(t, cp, "daprsystem", map[string]any{"mtls": map[string]any{
 		"enabled":          true,
 		"workloadCertTTL":  kubeWorkloadTTL.String(),
 		"allowedClockSkew": kubeClockSkew.String(),
 	}})
+	return kubeconfig
+}
+
+func testKubernetesDeployment(t *testing.T, k *kubeCluster, d kubeDeployment) {
+	dt := t // the deployment's test: its clients and its Sentry live as long as it
+	cp := d.cp
+	kubeconfig := kubeSentryControlPlane(t, k, cp)
 	if d.helmObjects {
-		// As charts/dapr/charts/dapr_sentry/templates/dapr_sentry_deployment.yaml
-		// renders them without user-supplied certificates: no data at all.
-		for _, kind := range []string{"secrets", "configmaps"} {
-			k.mustCall(t, "POST", "/api/v1/namespaces/"+cp+"/"+kind, map[string]any{
-				"apiVersion": "v1",
-				"kind":       map[string]string{"secrets": "Secret", "configmaps": "ConfigMap"}[kind],
-				"metadata": map[string]any{
-					"name": "dapr-trust-bundle", "labels": map[string]string{"app": "dapr-sentry"},
-				},
-			}, nil, false)
-		}
+		k.createHelmTrustBundle(t, cp)
 	}
 	s := startKubeSentry(t, kubeconfig, cp)
 	sentryID := "spiffe://" + kubeTrustDomain + "/ns/" + cp + "/dapr-sentry"
