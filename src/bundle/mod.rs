@@ -28,6 +28,15 @@ pub enum BundlePart {
     IssuerKey,
 }
 
+impl BundlePart {
+    /// Every part, in the order of [`crate::store::Files`]' fields.
+    pub const ALL: [BundlePart; 3] = [
+        BundlePart::Anchors,
+        BundlePart::IssuerChain,
+        BundlePart::IssuerKey,
+    ];
+}
+
 impl fmt::Display for BundlePart {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

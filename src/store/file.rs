@@ -68,39 +68,10 @@ impl FileStore {
 
     /// Reads everything. A partial bundle is an error.
     pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        let parts = [
-            BundlePart::Anchors,
-            BundlePart::IssuerChain,
-            BundlePart::IssuerKey,
-        ];
-        let contents = parts
-            .iter()
-            .map(|p| read_opt(self.path_of(*p)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let files = match <[Option<Vec<u8>>; 3]>::try_from(contents) {
-            Ok([None, None, None]) => None,
-            Ok([Some(anchors), Some(issuer_cert), Some(issuer_key)]) => Some(Files {
-                anchors,
-                issuer_cert,
-                issuer_key,
-            }),
-            Ok(contents) => {
-                let names = |present: bool| -> String {
-                    parts
-                        .iter()
-                        .zip(&contents)
-                        .filter(|(_, c)| c.is_some() == present)
-                        .map(|(p, _)| self.path_of(*p).display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                return Err(StoreError::Partial {
-                    present: names(true),
-                    missing: names(false),
-                });
-            }
-            Err(_) => unreachable!("three parts were read"),
-        };
+        let [anchors, issuer_cert, issuer_key] = BundlePart::ALL.map(|p| read_opt(self.path_of(p)));
+        let files = Files::from_parts([anchors?, issuer_cert?, issuer_key?], |p| {
+            self.path_of(p).display().to_string()
+        })?;
         Ok(Snapshot {
             files,
             custody: Custody {

@@ -130,39 +130,8 @@ impl KubeStore {
             .as_ref()
             .and_then(|s| s.data.clone())
             .unwrap_or_default();
-        let parts = [
-            BundlePart::Anchors,
-            BundlePart::IssuerChain,
-            BundlePart::IssuerKey,
-        ];
-        let values: Vec<Option<Vec<u8>>> = parts
-            .iter()
-            .map(|p| data.get(self.key_of(*p)).map(|b| b.0.clone()))
-            .collect();
-        let files = match <[Option<Vec<u8>>; 3]>::try_from(values) {
-            Ok([None, None, None]) => None,
-            Ok([Some(anchors), Some(issuer_cert), Some(issuer_key)]) => Some(Files {
-                anchors,
-                issuer_cert,
-                issuer_key,
-            }),
-            Ok(values) => {
-                let names = |present: bool| {
-                    parts
-                        .iter()
-                        .zip(&values)
-                        .filter(|(_, v)| v.is_some() == present)
-                        .map(|(p, _)| self.describe(*p))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                return Err(StoreError::Partial {
-                    present: names(true),
-                    missing: names(false),
-                });
-            }
-            Err(_) => unreachable!("three parts were read"),
-        };
+        let parts = BundlePart::ALL.map(|p| data.get(self.key_of(p)).map(|b| b.0.clone()));
+        let files = Files::from_parts(parts, |p| self.describe(p))?;
         let root_data = root
             .as_ref()
             .and_then(|s| s.data.clone())

@@ -25,6 +25,38 @@ pub struct Files {
 }
 
 impl Files {
+    /// The bundle from its stored parts (in [`BundlePart::ALL`] order): all three, or `None` when
+    /// none exists; only some is [`StoreError::Partial`], naming each part by `describe`, so a
+    /// store never overwrites user material it only partly holds.
+    fn from_parts(
+        parts: [Option<Vec<u8>>; 3],
+        describe: impl Fn(BundlePart) -> String,
+    ) -> Result<Option<Self>, StoreError> {
+        match parts {
+            [None, None, None] => Ok(None),
+            [Some(anchors), Some(issuer_cert), Some(issuer_key)] => Ok(Some(Files {
+                anchors,
+                issuer_cert,
+                issuer_key,
+            })),
+            parts => {
+                let names = |present: bool| {
+                    BundlePart::ALL
+                        .iter()
+                        .zip(&parts)
+                        .filter(|(_, v)| v.is_some() == present)
+                        .map(|(p, _)| describe(*p))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                Err(StoreError::Partial {
+                    present: names(true),
+                    missing: names(false),
+                })
+            }
+        }
+    }
+
     /// The stored form of a bundle.
     pub fn of(bundle: &Bundle) -> Self {
         Self {
