@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -56,12 +55,7 @@ fn init_creates_a_bundle_with_root_key_and_refuses_to_overwrite() {
     ));
     assert!(text.contains("Generated a new CA"));
     for f in ["ca.crt", "issuer.crt", "issuer.key", "root.key"] {
-        let mode = std::fs::metadata(creds.join(f))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(mode, 0o600, "{f}");
+        assert_eq!(file_mode(&creds.join(f)), 0o600, "{f}");
     }
     let root_der = pem_certs(&std::fs::read(creds.join("ca.crt")).unwrap()).remove(0);
     let (_, root) = x509_parser::parse_x509_certificate(&root_der).unwrap();
@@ -91,8 +85,7 @@ fn check_expiry_and_export() {
             std::fs::read(out.join(f)).unwrap(),
             std::fs::read(creds.join(f)).unwrap()
         );
-        let mode = std::fs::metadata(out.join(f)).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "{f}");
+        assert_eq!(file_mode(&out.join(f)), 0o600, "{f}");
     }
     assert!(
         !out.join("root.key").exists(),

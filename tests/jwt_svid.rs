@@ -6,7 +6,6 @@ mod common;
 #[path = "common/jwt.rs"]
 mod jwt_common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use common::*;
@@ -135,12 +134,7 @@ async fn jwt_files_are_generated_0600_and_reused_and_absent_when_disabled() {
     drop(s);
     let creds = tmp.path().join("creds");
     for f in ["jwt.key", "jwks.json"] {
-        let mode = std::fs::metadata(creds.join(f))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(mode, 0o600, "{f}");
+        assert_eq!(file_mode(&creds.join(f)), 0o600, "{f}");
     }
     assert!(
         !creds.join("ignored.key").exists(),

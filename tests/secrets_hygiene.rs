@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-
 use common::*;
 use sentry::bundle::KeyType;
 use sentry::pb::SignCertificateRequest;
@@ -191,11 +189,10 @@ async fn debug_logs_hold_no_tokens_keys_or_csrs() {
         workload(&s, &mut secrets).await;
 
         // Key material on disk: 0600 files in a 0700 directory.
-        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&s.creds()), 0o700, "{label}: directory mode");
+        assert_eq!(file_mode(&s.creds()), 0o700, "{label}: directory mode");
         for entry in std::fs::read_dir(s.creds()).unwrap() {
             let path = entry.unwrap().path();
-            assert_eq!(mode(&path), 0o600, "{label}: {} mode", path.display());
+            assert_eq!(file_mode(&path), 0o600, "{label}: {} mode", path.display());
         }
 
         let log_path = s.log.clone();

@@ -296,6 +296,12 @@ impl Sentry {
     }
 }
 
+/// The permission bits of a file or directory (`0o600`, say).
+pub fn file_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
 /// Runs sentry to completion (for start-up failures); returns its output.
 pub fn run_to_exit(dir: &Path, opts: Opts) -> Output {
     let mut s = Sentry::spawn(dir, opts);
