@@ -264,18 +264,26 @@ func launchSentry(o sentryOpts, workDir string) (*sentryProc, error) {
 	s.cmd.Stdout = s.logs
 	s.cmd.Stderr = s.logs
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := s.cmd.Start(); err != nil {
+	if err := s.start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", o.bin, err)
 	}
-	go func() {
-		s.err = s.cmd.Wait()
-		close(s.exited)
-	}()
 	if err := s.waitHealthy(healthyTimeout); err != nil {
 		s.kill()
 		return nil, fmt.Errorf("%w\n--- %s output ---\n%s", err, s.name, s.logs.String())
 	}
 	return s, nil
+}
+
+// start starts s.cmd; s.exited is closed (with s.err) when it ends.
+func (s *sentryProc) start() error {
+	if err := s.cmd.Start(); err != nil {
+		return err
+	}
+	go func() {
+		s.err = s.cmd.Wait()
+		close(s.exited)
+	}()
+	return nil
 }
 
 func (s *sentryProc) args() string { return strings.Join(s.cmd.Args, " ") }

@@ -56,8 +56,9 @@ type kubeCluster struct {
 
 // startKubeCluster runs `tests/kube/cluster up` on a fresh directory, with the
 // test binary's pid as KUBE_CLUSTER_WATCH_PID (the script's watchdog tears the
-// cluster down if this process dies), and `down` at test cleanup.
-func startKubeCluster(t testing.TB) *kubeCluster {
+// cluster down if this process dies), and `down` at test cleanup. extraEnv
+// (KEY=VALUE) goes to `up`, e.g. KUBE_APISERVER_EXTRA_ARGS.
+func startKubeCluster(t testing.TB, extraEnv ...string) *kubeCluster {
 	t.Helper()
 	repo := repoRoot(t)
 	dir := t.TempDir()
@@ -67,7 +68,7 @@ func startKubeCluster(t testing.TB) *kubeCluster {
 	defer cancel()
 	start := time.Now()
 	cmd := exec.CommandContext(ctx, script, "up", dir)
-	cmd.Env = append(os.Environ(), "KUBE_CLUSTER_WATCH_PID="+strconv.Itoa(os.Getpid()))
+	cmd.Env = append(append(os.Environ(), "KUBE_CLUSTER_WATCH_PID="+strconv.Itoa(os.Getpid())), extraEnv...)
 	out, err := cmd.CombinedOutput()
 	// Registered even if `up` failed: `down` is idempotent and stops whatever
 	// did start. Cleanups run LIFO, so this runs before t.TempDir's removal.
@@ -395,7 +396,14 @@ func (k *kubeCluster) controlPlane(t testing.TB, cp string) string {
 	}
 	k.apply(t, file)
 
-	token := k.tokenRequest(t, cp, "dapr-sentry", nil, nil, 3600)
+	return k.serviceAccountKubeconfig(t, cp, "dapr-sentry")
+}
+
+// serviceAccountKubeconfig writes a kubeconfig holding a TokenRequest token
+// (1 h) of service account ns/sa and returns its path.
+func (k *kubeCluster) serviceAccountKubeconfig(t testing.TB, ns, sa string) string {
+	t.Helper()
+	token := k.tokenRequest(t, ns, sa, nil, nil, 3600)
 	caPEM, err := os.ReadFile(k.env["KUBE_CA_FILE"])
 	if err != nil {
 		t.Fatal(err)
@@ -408,18 +416,18 @@ clusters:
     server: %s
     certificate-authority-data: %s
 users:
-- name: dapr-sentry
+- name: %s
   user:
     token: %s
 contexts:
 - name: test
   context:
     cluster: test
-    user: dapr-sentry
+    user: %s
     namespace: %s
 current-context: test
-`, k.url, base64.StdEncoding.EncodeToString(caPEM), token, cp)
-	path := filepath.Join(k.dir, "sentry-"+cp+".kubeconfig")
+`, k.url, base64.StdEncoding.EncodeToString(caPEM), sa, token, sa, ns)
+	path := filepath.Join(k.dir, sa+"-"+ns+".kubeconfig")
 	if err := os.WriteFile(path, []byte(kubeconfig), 0o600); err != nil {
 		t.Fatal(err)
 	}
