@@ -1,8 +1,9 @@
-// Command render is `helm template` for the Helm-chart test: it renders a chart
-// directory with Helm's own install action (client-only dry run, CRDs included,
-// exactly what `helm template --include-crds` does) and prints every rendered
-// object as one JSON document per line, CRDs first, so the Go test needs no
-// YAML parser. It owns only the rendering; what is applied is the test's call.
+// Command render is `helm template --include-crds` for the Helm-chart test:
+// it renders a chart directory with Helm's own engine the way Helm's install
+// action does in a client-only dry run (dependencies processed, release
+// values, default capabilities, manifests sorted in install order, CRDs
+// first, NOTES dropped) and prints every rendered object as one JSON
+// document per line, so the Go test needs no YAML parser. It owns only the rendering; what is applied is the test's call.
 //
 //	go run ./render -chart DIR -namespace dapr-system [-set k=v ...]
 package main
@@ -12,11 +13,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"sort"
 	"strings"
 
-	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
 	"helm.sh/helm/v3/pkg/releaseutil"
 	"helm.sh/helm/v3/pkg/strvals"
 	"sigs.k8s.io/yaml"
@@ -54,29 +55,45 @@ func run() error {
 			return fmt.Errorf("-set %s: %w", v, err)
 		}
 	}
-	inst := action.NewInstall(&action.Configuration{})
-	inst.DryRun = true
-	inst.ClientOnly = true
-	inst.Replace = true
-	inst.IncludeCRDs = true
-	inst.ReleaseName = *release
-	inst.Namespace = *namespace
-	rel, err := inst.Run(chrt, vals)
+	// What `helm template --include-crds` (action.Install, client-only) does,
+	// with the engine and release utilities directly: far fewer packages to
+	// build than the install action.
+	if err := chartutil.ProcessDependenciesWithMerge(chrt, vals); err != nil {
+		return err
+	}
+	caps := chartutil.DefaultCapabilities.Copy()
+	opts := chartutil.ReleaseOptions{Name: *release, Namespace: *namespace, Revision: 1, IsInstall: true}
+	rv, err := chartutil.ToRenderValues(chrt, vals, opts, caps)
 	if err != nil {
 		return err
 	}
-	docs := releaseutil.SplitManifests(rel.Manifest)
-	names := make([]string, 0, len(docs))
-	for k := range docs {
-		names = append(names, k)
+	files, err := engine.Render(chrt, rv)
+	if err != nil {
+		return err
 	}
-	// SplitManifests names them manifest-0, manifest-1, ... in order.
-	sort.Slice(names, func(i, j int) bool { return order(names[i]) < order(names[j]) })
+	for name := range files {
+		if strings.HasSuffix(name, "NOTES.txt") {
+			delete(files, name)
+		}
+	}
+	_, manifests, err := releaseutil.SortManifests(files, caps.APIVersions, releaseutil.InstallOrder)
+	if err != nil {
+		return err
+	}
+	var docs []string
+	for _, crd := range chrt.CRDObjects() {
+		for _, d := range releaseutil.SplitManifests(string(crd.File.Data)) {
+			docs = append(docs, d)
+		}
+	}
+	for _, m := range manifests {
+		docs = append(docs, m.Content)
+	}
 	out := json.NewEncoder(os.Stdout)
-	for _, n := range names {
-		j, err := yaml.YAMLToJSON([]byte(docs[n]))
+	for i, d := range docs {
+		j, err := yaml.YAMLToJSON([]byte(d))
 		if err != nil {
-			return fmt.Errorf("%s: %w", n, err)
+			return fmt.Errorf("document %d: %w", i, err)
 		}
 		var obj map[string]any
 		if err := json.Unmarshal(j, &obj); err != nil {
@@ -90,10 +107,4 @@ func run() error {
 		}
 	}
 	return nil
-}
-
-func order(name string) int {
-	var n int
-	fmt.Sscanf(strings.TrimPrefix(name, "manifest-"), "%d", &n)
-	return n
 }
