@@ -268,7 +268,9 @@ func serviceAccountVolume(t testing.TB, k *kubeCluster, ns, sa string) string {
 }
 
 // podSandbox runs argv in a private mount namespace (/run replaced by a
-// tmpfs holding only the two mounted volumes, read-only) as podUID with no
+// tmpfs holding only the two mounted volumes, read-only; with "ro", the
+// chart's readOnlyRootFilesystem, also /, /tmp, /var/tmp and /dev/shm
+// read-only, only in that namespace) as podUID with no
 // capabilities and no_new_privs; the process keeps the pid of the unshare
 // command (each step execs the next). The parent-death signal is set after
 // the uid change (a credential change clears it).
@@ -279,7 +281,12 @@ mount --bind "$1" "$3"
 mount -o remount,bind,ro "$3"
 mount --bind "$2" /run/secrets/kubernetes.io/serviceaccount
 mount -o remount,bind,ro /run/secrets/kubernetes.io/serviceaccount
-shift 3
+if [ "$4" = ro ]; then
+  for m in / /tmp /var/tmp /dev/shm; do
+    if mountpoint -q "$m"; then mount -o remount,bind,ro "$m"; fi
+  done
+fi
+shift 4
 exec setpriv --reuid=65532 --regid=65532 --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs --pdeathsig=KILL -- "$@"
 `
 
@@ -323,8 +330,12 @@ func startChartPod(t testing.TB, k *kubeCluster, c chartSentry, name, bin string
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.Remove(script) })
+	rootFS := "rw"
+	if c.readOnlyFS {
+		rootFS = "ro"
+	}
 	args := append([]string{"--mount", "--propagation", "private", "--", "/bin/sh", script,
-		vol.dir, saDir, c.credMount, bin}, argv[1:]...)
+		vol.dir, saDir, c.credMount, rootFS, bin}, argv[1:]...)
 	s.cmd = exec.Command("unshare", args...)
 	s.cmd.Env = append([]string{
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
