@@ -4,7 +4,7 @@
 # (daprd-like: Dapr's pkg/security pieces on grpc-go and Go's crypto/tls, X25519MLKEM768 first)
 # and sentry-load (ours, Rust/rustls).
 #
-#   bench/compare.sh                                  # full race (~15 min on 2 cores)
+#   bench/compare.sh                                  # full race (~20 min on 2 cores)
 #   ROUNDS=1 DURATION=2s CLIENTS=goload bench/compare.sh  # quick look
 #
 # Each server runs pinned to core 1 (taskset -c 1), the load generator pinned to core 0. Both
@@ -32,7 +32,7 @@ MODES=${MODES:-"new reuse"}
 OPEN_RATE=${OPEN_RATE:-auto}
 CLIENTS=${CLIENTS:-"goload sentry-load"}
 # goload's per-request timeout. daprd gives each attempt 3 s and retries up to 5 times; with
-# 1,000 sidecars dialling at once the one-core Go client itself needs ~3 s per round of 1,000
+# 1,000 sidecars dialling at once the one-core Go client itself needs seconds per round of 1,000
 # handshakes, so a 3 s limit measures only timeouts there. A longer limit keeps every request.
 GOLOAD_TIMEOUT=${GOLOAD_TIMEOUT:-30s}
 SERVER_CORE=${SERVER_CORE:-1}
