@@ -85,16 +85,23 @@ wait_healthy "$gen_h"
 kill "$gen_pid"; wait "$gen_pid" || true
 
 declare -A port healthz pid
+# Free ports can be taken by another process before the server binds them (a shared machine):
+# a server that exits at start is started again on new ports, up to three times.
 start_server() { # NAME BIN
-  local name=$1 bin=$2
+  local name=$1 bin=$2 try
   cp -r "$work/bundle" "$work/creds-$name"
-  port[$name]=$(free_port); healthz[$name]=$(free_port)
-  NAMESPACE=default taskset -c "$SERVER_CORE" "$bin" --issuer-credentials "$work/creds-$name" \
-    --port "${port[$name]}" --healthz-port "${healthz[$name]}" --metrics-port "$(free_port)" \
-    --config "$work/config.yaml" >"$work/$name.log" 2>&1 &
-  pid[$name]=$!
-  pids+=("${pid[$name]}")
-  wait_healthy "${healthz[$name]}"
+  for try in 1 2 3; do
+    port[$name]=$(free_port); healthz[$name]=$(free_port)
+    NAMESPACE=default taskset -c "$SERVER_CORE" "$bin" --issuer-credentials "$work/creds-$name" \
+      --port "${port[$name]}" --healthz-port "${healthz[$name]}" --metrics-port "$(free_port)" \
+      --config "$work/config.yaml" >"$work/$name.log" 2>&1 &
+    pid[$name]=$!
+    pids+=("${pid[$name]}")
+    if wait_healthy "${healthz[$name]}" && kill -0 "${pid[$name]}" 2>/dev/null; then return 0; fi
+    kill "${pid[$name]}" 2>/dev/null || true
+    echo "$name did not start (try $try): $(tail -n 1 "$work/$name.log")" >&2
+  done
+  return 1
 }
 start_server sentry-rs "$ours"
 start_server dapr "$dapr"
