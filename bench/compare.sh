@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # The peer race: sentry-rs against Dapr's Go sentry (v1.18.3, built by bench/peer/build) on the
-# same machine, same bundle, same load generator, alternating runs.
+# same machine, same bundle, same load generators, alternating runs. Two clients: bench/goload
+# (daprd-like: Dapr's pkg/security pieces on grpc-go and Go's crypto/tls, X25519MLKEM768 first)
+# and sentry-load (ours, Rust/rustls).
 #
-#   bench/compare.sh                      # full race (~10 min on 2 cores)
-#   ROUNDS=1 DURATION=2s bench/compare.sh # quick look
+#   bench/compare.sh                                  # full race (~20 min on 2 cores)
+#   ROUNDS=1 DURATION=2s CLIENTS=goload bench/compare.sh  # quick look
 #
 # Each server runs pinned to core 1 (taskset -c 1), the load generator pinned to core 0. Both
 # servers are started once on copies of one bundle (Ed25519 root and issuer) and stay up; only
 # one is under load at a time. Scenarios: CSR key Ed25519 / P-256 × 1, 64, 1000 sidecars × a new
 # TLS connection per request / one reused connection per sidecar (closed loop: each sidecar sends
-# its next request when the last is answered), plus 1,000 sidecars in open loop at OPEN_RATE/s.
+# its next request when the last is answered), plus 1,000 sidecars on new connections in open loop
+# at OPEN_RATE/s (default: half of sentry-rs's measured closed-loop capacity with goload for that
+# scenario; latency from the intended send time). goload reads the server's CPU itself around its
+# timed window (reused connections are dialled before it); for sentry-load it is read around the run.
 # For every run also the server's CPU time per signed certificate (from /proc/PID/stat), which is
 # far less sensitive than signs/s to other work on a shared machine. Then peak RSS (VmHWM) of each
 # server, and cold start to ready (process start → /healthz 200) with an existing bundle.
@@ -24,7 +29,12 @@ COLDSTARTS=${COLDSTARTS:-5}
 KEYS=${KEYS:-"ed25519 p256"}
 CONCURRENCY=${CONCURRENCY:-"1 64 1000"}
 MODES=${MODES:-"new reuse"}
-OPEN_RATE=${OPEN_RATE:-500}
+OPEN_RATE=${OPEN_RATE:-auto}
+CLIENTS=${CLIENTS:-"goload sentry-load"}
+# goload's per-request timeout. daprd gives each attempt 3 s and retries up to 5 times; with
+# 1,000 sidecars dialling at once the one-core Go client itself needs seconds per round of 1,000
+# handshakes, so a 3 s limit measures only timeouts there. A longer limit keeps every request.
+GOLOAD_TIMEOUT=${GOLOAD_TIMEOUT:-30s}
 SERVER_CORE=${SERVER_CORE:-1}
 LOAD_CORE=${LOAD_CORE:-0}
 
@@ -33,6 +43,8 @@ cargo build --release --bin sentry --bin sentry-load
 ours=$repo/target/release/sentry
 dapr=$repo/target/dapr/sentry
 load=$repo/target/release/sentry-load
+goload=$repo/target/goload
+(cd bench/goload && go build -o "$goload" .)
 
 work=$repo/target/bench-compare/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$work"
@@ -73,53 +85,72 @@ wait_healthy "$gen_h"
 kill "$gen_pid"; wait "$gen_pid" || true
 
 declare -A port healthz pid
+# Free ports can be taken by another process before the server binds them (a shared machine):
+# a server that exits at start is started again on new ports, up to three times.
 start_server() { # NAME BIN
-  local name=$1 bin=$2
+  local name=$1 bin=$2 try
   cp -r "$work/bundle" "$work/creds-$name"
-  port[$name]=$(free_port); healthz[$name]=$(free_port)
-  NAMESPACE=default taskset -c "$SERVER_CORE" "$bin" --issuer-credentials "$work/creds-$name" \
-    --port "${port[$name]}" --healthz-port "${healthz[$name]}" --metrics-port "$(free_port)" \
-    --config "$work/config.yaml" >"$work/$name.log" 2>&1 &
-  pid[$name]=$!
-  pids+=("${pid[$name]}")
-  wait_healthy "${healthz[$name]}"
+  for try in 1 2 3; do
+    port[$name]=$(free_port); healthz[$name]=$(free_port)
+    NAMESPACE=default taskset -c "$SERVER_CORE" "$bin" --issuer-credentials "$work/creds-$name" \
+      --port "${port[$name]}" --healthz-port "${healthz[$name]}" --metrics-port "$(free_port)" \
+      --config "$work/config.yaml" >"$work/$name.log" 2>&1 &
+    pid[$name]=$!
+    pids+=("${pid[$name]}")
+    if wait_healthy "${healthz[$name]}" && kill -0 "${pid[$name]}" 2>/dev/null; then return 0; fi
+    kill "${pid[$name]}" 2>/dev/null || true
+    echo "$name did not start (try $try): $(tail -n 1 "$work/$name.log")" >&2
+  done
+  return 1
 }
 start_server sentry-rs "$ours"
 start_server dapr "$dapr"
 
-run_load() { # SERVER KEY CONC MODE ROUND DURATION [sentry-load options...]
-  local server=$1 key=$2 conc=$3 mode=$4 round=$5 dur=$6 reuse=()
-  shift 6
-  [[ $mode == reuse ]] && reuse=(--reuse)
-  taskset -c "$LOAD_CORE" "$load" --addr "127.0.0.1:${port[$server]}" \
-    --anchors "$work/bundle/ca.crt" --key-type "$key" --concurrency "$conc" \
-    --duration "$dur" "${reuse[@]}" "$@" --json 2>>"$work/load.err"
+run_load() { # CLIENT SERVER KEY CONC MODE DURATION [RATE]
+  local client=$1 server=$2 key=$3 conc=$4 mode=$5 dur=$6 rate=${7:-} opt=()
+  if [[ $client == goload ]]; then
+    [[ -n $rate ]] && opt=(-rate "$rate")
+    taskset -c "$LOAD_CORE" "$goload" -addr "127.0.0.1:${port[$server]}" \
+      -anchors "$work/bundle/ca.crt" -control-plane-namespace default -key "$key" \
+      -sidecars "$conc" -mode "$mode" -duration "$dur" -timeout "$GOLOAD_TIMEOUT" -server-pid "${pid[$server]}" \
+      "${opt[@]}" -json 2>>"$work/load.err"
+  else
+    [[ $mode == reuse ]] && opt=(--reuse)
+    [[ -n $rate ]] && opt+=(--rate "$rate")
+    taskset -c "$LOAD_CORE" "$load" --addr "127.0.0.1:${port[$server]}" \
+      --anchors "$work/bundle/ca.crt" --key-type "$key" --concurrency "$conc" \
+      --duration "$dur" "${opt[@]}" --json 2>>"$work/load.err"
+  fi
 }
 
 # Warm-up (page faults, lazy init), not recorded.
-for s in sentry-rs dapr; do run_load "$s" ed25519 64 reuse 0 1s >/dev/null; done
+for c in $CLIENTS; do
+  for s in sentry-rs dapr; do run_load "$c" "$s" ed25519 64 reuse 1s >/dev/null; done
+done
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user+system, 1/100 s
 status_kib() { awk -v k="$2:" '$1==k {print $2}' "/proc/$1/status"; }
 
 # One measured run: the load report plus the server's CPU time and RSS around it.
-measure() { # SERVER KEY CONC MODE ROUND [RATE]
-  local s=$1 key=$2 conc=$3 mode=$4 round=$5 rate=${6:-} before after out extra=()
-  [[ -n $rate ]] && extra=(--rate "$rate")
+# One measured run: the load report plus the server's CPU time and RSS around it (goload's own
+# reading of the server's CPU, around its timed window only, takes precedence).
+measure() { # CLIENT SERVER KEY CONC MODE ROUND [RATE]
+  local c=$1 s=$2 key=$3 conc=$4 mode=$5 round=$6 rate=${7:-} before after out
   before=$(cpu_ticks "${pid[$s]}")
-  out=$(run_load "$s" "$key" "$conc" "$mode" "$round" "$DURATION" "${extra[@]}")
+  out=$(run_load "$c" "$s" "$key" "$conc" "$mode" "$DURATION" "$rate")
   after=$(cpu_ticks "${pid[$s]}")
-  python3 - "$out" "$s" "$key" "$round" "$((after - before))" "$(status_kib "${pid[$s]}" VmRSS)" "$rate" >>"$work/results.jsonl" <<'PY'
+  python3 - "$out" "$c" "$s" "$key" "$round" "$((after - before))" "$(status_kib "${pid[$s]}" VmRSS)" "$rate" >>"$work/results.jsonl" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1])
-ticks = int(sys.argv[5])
-r.update(server=sys.argv[2], key=sys.argv[3], round=int(sys.argv[4]),
-         server_cpu_s=ticks / 100, server_rss_kib=int(sys.argv[6]),
-         server_cpu_us_per_sign=(ticks * 10000 / r["ok"]) if r["ok"] else None,
-         scenario="open" if sys.argv[7] else "closed")
+ticks = int(sys.argv[6])
+r.setdefault("server_cpu_s", ticks / 100)
+if r.get("server_cpu_us_per_sign") is None:
+    r["server_cpu_us_per_sign"] = (r["server_cpu_s"] * 1e6 / r["ok"]) if r["ok"] else None
+r.update(client=sys.argv[2], server=sys.argv[3], key=sys.argv[4], round=int(sys.argv[5]),
+         server_rss_kib=int(sys.argv[7]), scenario="open" if sys.argv[8] else "closed")
 print(json.dumps(r))
-sys.stderr.write("%-9s %-7s c=%-4s %-6s %s round %s: %8.0f signs/s  p99 %8.2f ms  errors %d  server CPU %5.1f us/sign\n" % (
-    sys.argv[2], sys.argv[3], r["concurrency"], r["connections"], ("rate " + sys.argv[7]) if sys.argv[7] else "", sys.argv[4],
+sys.stderr.write("%-11s %-9s %-7s c=%-4s %-6s %s round %s: %8.0f signs/s  p99 %8.2f ms  errors %d  server CPU %5.1f us/sign\n" % (
+    sys.argv[2], sys.argv[3], sys.argv[4], r["concurrency"], r["connections"], ("rate " + sys.argv[8]) if sys.argv[8] else "", sys.argv[5],
     r["signs_per_s"], r["latency"]["p99_ms"], r["errors"], r["server_cpu_us_per_sign"] or 0))
 PY
 }
@@ -128,15 +159,32 @@ for key in $KEYS; do
   for conc in $CONCURRENCY; do
     for mode in $MODES; do
       for round in $(seq 1 "$ROUNDS"); do
-        for s in sentry-rs dapr; do measure "$s" "$key" "$conc" "$mode" "$round"; done
+        for c in $CLIENTS; do
+          for s in sentry-rs dapr; do measure "$c" "$s" "$key" "$conc" "$mode" "$round"; done
+        done
       done
     done
   done
 done
-# Open loop: 1,000 sidecars on new connections at a fixed total rate both servers sustain, so
-# latency reflects service time rather than queueing behind a saturated core.
+# Open loop: 1,000 sidecars on new connections at a fixed total rate (by default half of
+# sentry-rs's closed-loop capacity in that scenario with the first client), so latency reflects
+# service time at a load it sustains rather than queueing behind a saturated core.
+if [[ $OPEN_RATE == auto ]]; then
+  first_client=${CLIENTS%% *}
+  OPEN_RATE=$(python3 - "$work/results.jsonl" "$first_client" <<'PY'
+import json, statistics, sys
+rs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+cap = [r["signs_per_s"] for r in rs if r["client"] == sys.argv[2] and r["server"] == "sentry-rs"
+       and r["key"] == "ed25519" and r["concurrency"] == 1000 and r["connections"] == "new"]
+print(round(statistics.median(cap) / 2) if cap else 500)
+PY
+)
+  echo "open loop at $OPEN_RATE/s (half of sentry-rs's measured capacity)"
+fi
 for round in $(seq 1 "$ROUNDS"); do
-  for s in sentry-rs dapr; do measure "$s" ed25519 1000 new "$round" "$OPEN_RATE"; done
+  for c in $CLIENTS; do
+    for s in sentry-rs dapr; do measure "$c" "$s" ed25519 1000 new "$round" "$OPEN_RATE"; done
+  done
 done
 
 declare -A hwm rss

@@ -1,0 +1,481 @@
+// Command goload is a daprd-like load generator for a Dapr Sentry (ours or Dapr's).
+//
+// Each simulated sidecar asks for its X.509 SVID the way daprd does (dapr/dapr v1.18.3
+// pkg/security, newRequestFn): grpc.DialContext with go-spiffe's grpccredentials over Dapr's
+// static trust anchors, the Sentry's SPIFFE ID from security.SentryID authorised, blocking dial
+// (WithReturnConnectionError), a sentry/v1 SignCertificate with a PEM CSR built like
+// dapr/kit's spiffe package (x509.CreateCertificateRequest on an empty template), the returned
+// chain decoded with dapr/kit's PEM helper, then conn.Close (GOAWAY). Everything else is grpc-go's
+// and crypto/tls's defaults, as in daprd: X25519MLKEM768 offered first, HTTP/2 settings, window
+// updates and BDP pings as grpc-go sends them.
+//
+// Modes: -mode new (a connection per request, as daprd) or reuse (one connection per sidecar,
+// dialled before the timed window); closed loop (each sidecar sends when its last answer came)
+// or open loop (-rate: fixed total arrival rate; latency is measured from the intended send
+// time, so a stalled server cannot hide its queue: no coordinated omission).
+//
+// With -server-pid it reads the server's utime+stime from /proc/PID/stat around the timed window
+// and reports server CPU µs per certificate. -json prints one JSON object with the same fields
+// as sentry-load's -json (plus client, server_cpu_*, key_exchange). -strict exits 1 on any error.
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffegrpc/grpccredentials"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	sentryv1pb "github.com/dapr/dapr/pkg/proto/sentry/v1"
+	"github.com/dapr/dapr/pkg/security"
+	cryptopem "github.com/dapr/kit/crypto/pem"
+	"github.com/dapr/kit/crypto/spiffe/trustanchors/static"
+)
+
+type options struct {
+	addr, anchors, key, mode, ns, cpTD, cpNS string
+	sidecars, requests, serverPID            int
+	duration, timeout                        time.Duration
+	rate                                     float64
+	jsonOut, strict                          bool
+}
+
+func parseFlags() options {
+	var o options
+	flag.StringVar(&o.addr, "addr", "127.0.0.1:50001", "Sentry gRPC address")
+	flag.StringVar(&o.anchors, "anchors", "", "trust anchors PEM (the bundle's ca.crt)")
+	flag.StringVar(&o.key, "key", "ed25519", "CSR key: ed25519 (daprd's default) or p256")
+	flag.StringVar(&o.mode, "mode", "new", "new: a TLS connection per request (daprd); reuse: one per sidecar")
+	flag.StringVar(&o.ns, "namespace", "default", "request namespace")
+	flag.StringVar(&o.cpTD, "control-plane-trust-domain", "localhost", "trust domain of the Sentry's SPIFFE ID")
+	flag.StringVar(&o.cpNS, "control-plane-namespace", "dapr-system", "namespace of the Sentry's SPIFFE ID")
+	flag.IntVar(&o.sidecars, "sidecars", 1, "simulated sidecars (each has at most one request in flight)")
+	flag.IntVar(&o.requests, "requests", 0, "stop after this many requests in total (0: run for -duration)")
+	flag.IntVar(&o.serverPID, "server-pid", 0, "server process whose CPU time is read around the run")
+	flag.DurationVar(&o.duration, "duration", 5*time.Second, "timed window")
+	flag.DurationVar(&o.timeout, "timeout", 3*time.Second, "per request, dial included (daprd: 3s per attempt)")
+	flag.Float64Var(&o.rate, "rate", 0, "open loop: total arrival rate per second (0: closed loop)")
+	flag.BoolVar(&o.jsonOut, "json", false, "print one JSON report")
+	flag.BoolVar(&o.strict, "strict", false, "exit 1 if any request failed or none succeeded")
+	flag.Parse()
+	return o
+}
+
+func main() {
+	o := parseFlags()
+	rep, err := run(o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "goload:", err)
+		os.Exit(2)
+	}
+	if o.jsonOut {
+		out, _ := json.Marshal(rep)
+		fmt.Println(string(out))
+	} else {
+		rep.print(os.Stdout)
+	}
+	if o.strict && (rep.Errors > 0 || rep.OK == 0) {
+		fmt.Fprintf(os.Stderr, "goload: %d errors, %d certificates (strict)\n", rep.Errors, rep.OK)
+		os.Exit(1)
+	}
+}
+
+// client holds what every sidecar shares: the transport credentials, as daprd builds them.
+type client struct {
+	addr    string
+	creds   credentials.TransportCredentials
+	timeout time.Duration
+}
+
+func newClient(o options) (*client, error) {
+	pemBytes, err := os.ReadFile(o.anchors)
+	if err != nil {
+		return nil, err
+	}
+	anchors, err := static.From(static.Options{Anchors: pemBytes})
+	if err != nil {
+		return nil, err
+	}
+	td, err := spiffeid.TrustDomainFromString(o.cpTD)
+	if err != nil {
+		return nil, err
+	}
+	sentryID, err := security.SentryID(td, o.cpNS)
+	if err != nil {
+		return nil, err
+	}
+	return &client{
+		addr:    o.addr,
+		creds:   grpccredentials.TLSClientCredentials(anchors, tlsconfig.AuthorizeID(sentryID)),
+		timeout: o.timeout,
+	}, nil
+}
+
+func (c *client) dial(ctx context.Context) (*grpc.ClientConn, error) {
+	return grpc.DialContext(ctx, c.addr, //nolint:staticcheck // daprd's call
+		grpc.WithTransportCredentials(c.creds),
+		grpc.WithReturnConnectionError(), //nolint:staticcheck // daprd's option
+	)
+}
+
+// sidecar is one simulated daprd: its app ID, its CSR and (mode reuse) its connection.
+type sidecar struct {
+	req  *sentryv1pb.SignCertificateRequest
+	conn *grpc.ClientConn
+	t    tally
+}
+
+func newCSR(kind string) ([]byte, error) {
+	var key crypto.Signer
+	var err error
+	switch kind {
+	case "ed25519":
+		_, key, err = ed25519.GenerateKey(rand.Reader)
+	case "p256":
+		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	default:
+		return nil, fmt.Errorf("unknown -key %q (ed25519 or p256)", kind)
+	}
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, new(x509.CertificateRequest), key)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
+}
+
+// sign runs one request; in mode new it dials and closes its own connection, as daprd does.
+func (s *sidecar) sign(c *client, intended time.Time) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	conn := s.conn
+	if conn == nil {
+		var err error
+		conn, err = c.dial(ctx)
+		if err != nil {
+			s.t.fail(classify("connect", err), err)
+			return
+		}
+		defer conn.Close()
+	}
+	var p peer.Peer
+	resp, err := sentryv1pb.NewCAClient(conn).SignCertificate(ctx, s.req, grpc.Peer(&p))
+	if err != nil {
+		s.t.fail(classify("rpc", err), err)
+		return
+	}
+	if err := resp.GetValidUntil().CheckValid(); err != nil {
+		s.t.fail("verify", err)
+		return
+	}
+	certs, err := cryptopem.DecodePEMCertificates(resp.GetWorkloadCertificate())
+	if err != nil || len(certs) < 2 {
+		s.t.fail("verify", fmt.Errorf("workload chain: %d certificates, %v", len(certs), err))
+		return
+	}
+	s.t.ok(time.Since(intended), keyExchange(p.AuthInfo))
+}
+
+// keyExchange names the TLS version and key exchange of a call's connection. go-spiffe wraps
+// grpc's TLSInfo in an unexported type that embeds it, hence the reflection.
+func keyExchange(ai credentials.AuthInfo) string {
+	if v := reflect.ValueOf(ai); v.Kind() == reflect.Struct {
+		if f := v.FieldByName("AuthInfo"); f.IsValid() && f.CanInterface() {
+			ai, _ = f.Interface().(credentials.AuthInfo)
+		}
+	}
+	if ti, ok := ai.(credentials.TLSInfo); ok {
+		return tls.VersionName(ti.State.Version) + " " + ti.State.CurveID.String()
+	}
+	return "unknown"
+}
+
+func classify(stage string, err error) string {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "timeout"
+	}
+	if st, ok := status.FromError(err); ok && stage == "rpc" {
+		return st.Code().String()
+	}
+	return stage
+}
+
+// tally is what one sidecar saw.
+type tally struct {
+	latUS    []int64
+	errors   map[string]uint64
+	examples map[string]string
+	kx       map[string]uint64
+}
+
+func (t *tally) ok(d time.Duration, kx string) {
+	t.latUS = append(t.latUS, d.Microseconds())
+	if t.kx == nil {
+		t.kx = map[string]uint64{}
+	}
+	t.kx[kx]++
+}
+
+func (t *tally) fail(kind string, err error) {
+	if t.errors == nil {
+		t.errors, t.examples = map[string]uint64{}, map[string]string{}
+	}
+	t.errors[kind]++
+	if _, ok := t.examples[kind]; !ok {
+		msg := err.Error()
+		if len(msg) > 300 {
+			msg = msg[:300]
+		}
+		t.examples[kind] = msg
+	}
+}
+
+func run(o options) (*report, error) {
+	if o.sidecars < 1 {
+		return nil, errors.New("-sidecars must be ≥ 1")
+	}
+	if o.mode != "new" && o.mode != "reuse" {
+		return nil, fmt.Errorf("unknown -mode %q (new or reuse)", o.mode)
+	}
+	c, err := newClient(o)
+	if err != nil {
+		return nil, err
+	}
+	cars := make([]*sidecar, o.sidecars)
+	for i := range cars {
+		csr, err := newCSR(o.key)
+		if err != nil {
+			return nil, err
+		}
+		cars[i] = &sidecar{req: &sentryv1pb.SignCertificateRequest{
+			CertificateSigningRequest: csr,
+			Id:                        "goload-" + strconv.Itoa(i),
+			Namespace:                 o.ns,
+		}}
+		if o.mode == "reuse" {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			cars[i].conn, err = c.dial(ctx)
+			cancel()
+			if err != nil {
+				return nil, fmt.Errorf("dialling sidecar %d: %w", i, err)
+			}
+		}
+	}
+	defer func() {
+		for _, s := range cars {
+			if s.conn != nil {
+				s.conn.Close()
+			}
+		}
+	}()
+
+	cpu0, err := serverCPU(o.serverPID)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	deadline := start.Add(o.duration)
+	var dropped uint64
+	if o.rate > 0 {
+		dropped = openLoop(c, cars, o, start, deadline)
+	} else {
+		closedLoop(c, cars, o, deadline)
+	}
+	elapsed := time.Since(start)
+	cpu1, err := serverCPU(o.serverPID)
+	if err != nil {
+		return nil, err
+	}
+	return newReport(o, cars, elapsed, dropped, cpu0, cpu1), nil
+}
+
+func closedLoop(c *client, cars []*sidecar, o options, deadline time.Time) {
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	for _, s := range cars {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				if o.requests > 0 && sent.Add(1) > int64(o.requests) {
+					return
+				}
+				s.sign(c, time.Now())
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// openLoop schedules requests at o.rate per second from start to deadline; a free sidecar takes
+// the next one. Latency counts from the intended send time. Requests still queued two request
+// timeouts after the deadline are dropped (counted as errors, not sent).
+func openLoop(c *client, cars []*sidecar, o options, start, deadline time.Time) uint64 {
+	total := int(o.rate * o.duration.Seconds())
+	if o.requests > 0 {
+		total = min(total, o.requests)
+	}
+	jobs := make(chan time.Time, total)
+	cutoff := deadline.Add(2 * o.timeout)
+	var dropped atomic.Uint64
+	var wg sync.WaitGroup
+	for _, s := range cars {
+		wg.Go(func() {
+			for t := range jobs {
+				if time.Now().After(cutoff) {
+					dropped.Add(1)
+					continue
+				}
+				s.sign(c, t)
+			}
+		})
+	}
+	interval := time.Duration(float64(time.Second) / o.rate)
+	for i := range total {
+		t := start.Add(time.Duration(i) * interval)
+		if d := time.Until(t); d > 0 {
+			time.Sleep(d)
+		}
+		jobs <- t
+	}
+	close(jobs)
+	wg.Wait()
+	return dropped.Load()
+}
+
+// serverCPU is the process's utime+stime in clock ticks (USER_HZ, 100 on Linux), or 0 without a pid.
+func serverCPU(pid int) (int64, error) {
+	if pid == 0 {
+		return 0, nil
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name (which may hold spaces), from field 3 on.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	return utime + stime, errors.Join(err1, err2)
+}
+
+type latency struct {
+	P50 float64 `json:"p50_ms"`
+	P90 float64 `json:"p90_ms"`
+	P99 float64 `json:"p99_ms"`
+	Max float64 `json:"max_ms"`
+}
+
+type report struct {
+	Client         string            `json:"client"`
+	Addr           string            `json:"addr"`
+	KeyType        string            `json:"key_type"`
+	Concurrency    int               `json:"concurrency"`
+	Connections    string            `json:"connections"`
+	TargetRate     *float64          `json:"target_rate"`
+	ElapsedS       float64           `json:"elapsed_s"`
+	OK             uint64            `json:"ok"`
+	Errors         uint64            `json:"errors"`
+	Dropped        uint64            `json:"dropped"`
+	ErrorsByKind   map[string]uint64 `json:"errors_by_kind"`
+	ErrorExamples  map[string]string `json:"error_examples"`
+	SignsPerS      float64           `json:"signs_per_s"`
+	Latency        latency           `json:"latency"`
+	KeyExchange    map[string]uint64 `json:"key_exchange"`
+	ServerCPUS     *float64          `json:"server_cpu_s"`
+	ServerCPUUsPer *float64          `json:"server_cpu_us_per_sign"`
+}
+
+func newReport(o options, cars []*sidecar, elapsed time.Duration, dropped uint64, cpu0, cpu1 int64) *report {
+	r := &report{
+		Client: "goload", Addr: o.addr, KeyType: o.key, Concurrency: o.sidecars,
+		Connections: map[string]string{"new": "new", "reuse": "reused"}[o.mode],
+		ElapsedS:    elapsed.Seconds(), Dropped: dropped,
+		ErrorsByKind: map[string]uint64{}, ErrorExamples: map[string]string{}, KeyExchange: map[string]uint64{},
+	}
+	if o.rate > 0 {
+		r.TargetRate = &o.rate
+	}
+	var lat []int64
+	for _, s := range cars {
+		lat = append(lat, s.t.latUS...)
+		for k, v := range s.t.errors {
+			r.ErrorsByKind[k] += v
+			r.Errors += v
+		}
+		for k, v := range s.t.examples {
+			if _, ok := r.ErrorExamples[k]; !ok {
+				r.ErrorExamples[k] = v
+			}
+		}
+		for k, v := range s.t.kx {
+			r.KeyExchange[k] += v
+		}
+	}
+	r.Errors += dropped
+	r.OK = uint64(len(lat))
+	r.SignsPerS = float64(r.OK) / elapsed.Seconds()
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		at := func(q float64) float64 {
+			i := int(q*float64(len(lat))+0.999999) - 1
+			return float64(lat[max(0, min(i, len(lat)-1))]) / 1000
+		}
+		r.Latency = latency{P50: at(0.5), P90: at(0.9), P99: at(0.99), Max: at(1)}
+	}
+	if o.serverPID != 0 {
+		s := float64(cpu1-cpu0) / 100
+		r.ServerCPUS = &s
+		if r.OK > 0 {
+			us := s * 1e6 / float64(r.OK)
+			r.ServerCPUUsPer = &us
+		}
+	}
+	return r
+}
+
+func (r *report) print(w *os.File) {
+	loop := "closed loop"
+	if r.TargetRate != nil {
+		loop = fmt.Sprintf("open loop %.0f/s", *r.TargetRate)
+	}
+	fmt.Fprintf(w, "goload → %s  csr=%s  sidecars=%d  connections=%s  %s\n", r.Addr, r.KeyType, r.Concurrency, r.Connections, loop)
+	fmt.Fprintf(w, "  %d certificates in %.2fs: %.0f/s, %d errors (%d dropped)\n", r.OK, r.ElapsedS, r.SignsPerS, r.Errors, r.Dropped)
+	fmt.Fprintf(w, "  latency p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms\n", r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max)
+	for k, v := range r.KeyExchange {
+		fmt.Fprintf(w, "  key exchange %s: %d\n", k, v)
+	}
+	for k, v := range r.ErrorsByKind {
+		fmt.Fprintf(w, "  error %s ×%d, e.g. %s\n", k, v, r.ErrorExamples[k])
+	}
+	if r.ServerCPUUsPer != nil {
+		fmt.Fprintf(w, "  server CPU %.2fs: %.0f µs per certificate\n", *r.ServerCPUS, *r.ServerCPUUsPer)
+	}
+}
