@@ -29,6 +29,7 @@ type options struct {
 	timeout         time.Duration
 	daprTimeout     time.Duration
 	restartDelay    time.Duration
+	restartMax      time.Duration
 	check           bool
 	healthzDeadline time.Duration
 }
@@ -48,7 +49,9 @@ func main() {
 	flag.DurationVar(&o.gap, "gap", 10*time.Second, "pause between waves")
 	flag.DurationVar(&o.timeout, "timeout", 5*time.Minute, "time limit of one wave against ours")
 	flag.DurationVar(&o.daprTimeout, "dapr-timeout", 15*time.Minute, "time limit of one wave against Dapr's sentry")
-	flag.DurationVar(&o.restartDelay, "restart-delay", time.Second, "pause before a failed daprd starts over")
+	flag.DurationVar(&o.restartDelay, "restart-delay", 10*time.Second, "first pause before a failed daprd starts over, doubled per restart (the kubelet's CrashLoopBackOff)")
+	flag.DurationVar(&o.restartMax, "restart-max", 5*time.Minute, "longest pause before a restart")
+	flag.DurationVar(&tryTimeout, "try-timeout", tryTimeout, "time limit of one SignCertificate try (daprd: 3 s)")
 	flag.BoolVar(&o.check, "check", false, "exit 1 unless every pod is certified with 0 errors, and ours made ≤ 1 API call and ≤ 1 TokenReview per pod in the first wave and 0 TokenReviews later")
 	flag.DurationVar(&o.healthzDeadline, "ready-timeout", 2*time.Minute, "time for a Sentry to become healthy")
 	flag.Parse()
@@ -107,7 +110,7 @@ func run(o *options) error {
 		}
 		runs = append(runs, r)
 	}
-	rep := report{Options: reportOptions{Inflight: o.inflight, Gap: o.gap.String(), RestartDelay: o.restartDelay.String(),
+	rep := report{Options: reportOptions{Inflight: o.inflight, Gap: o.gap.String(), RestartDelay: o.restartDelay.String() + " doubling to " + o.restartMax.String(),
 		TokenSource: "one TokenRequest per pod (audience " + sentryID + ", " + strconv.Itoa(tokenSeconds) + " s), reused by every wave"},
 		Runs: runs}
 	rep.print(os.Stdout)
@@ -213,7 +216,7 @@ func measureWave(c *cluster, srv *server, apiPID int, tr *trust, pods []pod, o *
 	api0, _ := cpuSeconds(apiPID)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	res := runWave(ctx, srv.addr, tr, pods, o.inflight, o.restartDelay)
+	res := runWave(ctx, srv.addr, tr, pods, o.inflight, restartBackoff{o.restartDelay, o.restartMax})
 	cpu1, err := cpuSeconds(pid)
 	if err != nil {
 		return nil, fmt.Errorf("%s died during the wave: %w", srv.name, err)

@@ -11,7 +11,8 @@ import (
 	"strings"
 )
 
-// apiCalls maps "resource[/subresource] VERB" to a request count.
+// apiCalls maps "resource[/subresource] VERB" (plus the HTTP code when it is not 2xx) to a
+// request count.
 type apiCalls map[string]float64
 
 func scrapeCalls(c *cluster) (apiCalls, error) {
@@ -46,7 +47,11 @@ func scrapeCalls(c *cluster) (apiCalls, error) {
 		if labels["subresource"] != "" {
 			key += "/" + labels["subresource"]
 		}
-		calls[key+" "+labels["verb"]] += v
+		key += " " + labels["verb"]
+		if code := labels["code"]; code != "" && code[0] != '2' {
+			key += " " + code // failed calls apart: "tokenreviews POST 504"
+		}
+		calls[key] += v
 	}
 	return calls, nil
 }
@@ -90,8 +95,16 @@ func (a apiCalls) split() (perRequest, clock apiCalls) {
 	return perRequest, clock
 }
 
-// tokenReviews counts TokenReview creates.
-func (a apiCalls) tokenReviews() float64 { return a["tokenreviews POST"] }
+// tokenReviews counts TokenReview creates, failed ones included.
+func (a apiCalls) tokenReviews() float64 {
+	var n float64
+	for k, v := range a {
+		if strings.HasPrefix(k, "tokenreviews POST") {
+			n += v
+		}
+	}
+	return n
+}
 
 // perPod lists the calls per pod, most first: "tokenreviews POST 1.000/pod (2000)".
 func (a apiCalls) perPod(pods int) string {

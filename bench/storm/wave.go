@@ -1,15 +1,39 @@
 package main
 
-// One wave: every pod's daprd starts, `inflight` of them at a time (each slot takes the next pod
-// in order and keeps it until it is certified), and the wave ends when all are certified or its
-// time is up.
+// One wave: every pod's daprd starts, `inflight` of them at a time: a slot takes the next pod
+// from a queue for one daprd run (a connection and up to five tries); a pod whose run failed
+// goes back in the queue after the kubelet's restart back-off, and its slot takes the next pod.
+// The wave ends when all are certified or its time is up.
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
+
+// progressEvery is how often a running wave says how far it is.
+const progressEvery = 30 * time.Second
+
+// progress logs how many pods are done every progressEvery until the returned stop is called.
+func progress(n int, finished *atomic.Int64, start time.Time) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(progressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				logf("%d of %d pods done after %.0f s", finished.Load(), n, time.Since(start).Seconds())
+			}
+		}
+	}()
+	return func() { close(done) }
+}
 
 type waveResult struct {
 	Wave                int            `json:"wave"`
@@ -36,32 +60,65 @@ type waveResult struct {
 	after               apiCalls
 }
 
-func runWave(ctx context.Context, addr string, tr *trust, pods []pod, inflight int, restartDelay time.Duration) *waveResult {
+// restartBackoff is the kubelet's CrashLoopBackOff: first, doubling, at most max.
+type restartBackoff struct{ first, max time.Duration }
+
+func (b restartBackoff) after(restarts int) time.Duration {
+	d := b.first
+	for i := 1; i < restarts && d < b.max; i++ {
+		d *= 2
+	}
+	return min(d, b.max)
+}
+
+func runWave(ctx context.Context, addr string, tr *trust, pods []pod, inflight int, backoff restartBackoff) *waveResult {
 	start := time.Now()
 	outcomes := make([]outcome, len(pods))
-	next := make(chan int)
-	go func() {
-		defer close(next)
-		for i := range pods {
-			select {
-			case next <- i:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	var wg sync.WaitGroup
+	firstRequest := make([]time.Time, len(pods))
+	// Pods waiting for a slot, in order; a restarted daprd joins the end after its back-off.
+	// Each pod is in it at most once, so a send never blocks.
+	queue := make(chan int, len(pods))
+	for i := range pods {
+		queue <- i
+	}
 	var mu sync.Mutex
 	var last time.Time
+	var finished atomic.Int64
+	allDone := make(chan struct{})
+	stopProgress := progress(len(pods), &finished, start)
+	defer stopProgress()
+	var wg sync.WaitGroup
 	for w := 0; w < min(inflight, len(pods)); w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := range next {
-				outcomes[i] = startSidecar(ctx, addr, tr, &pods[i], restartDelay)
-				mu.Lock()
-				last = time.Now()
-				mu.Unlock()
+			for {
+				var i int
+				select {
+				case i = <-queue:
+				case <-allDone:
+					return
+				case <-ctx.Done():
+					return
+				}
+				oc := &outcomes[i]
+				if oc.requests == 0 {
+					firstRequest[i] = time.Now()
+				}
+				done, err := requestSVID(ctx, addr, tr, &pods[i], oc)
+				switch {
+				case done:
+					oc.latency, oc.certified, oc.err = time.Since(firstRequest[i]), err == nil, err
+					mu.Lock()
+					last = time.Now()
+					mu.Unlock()
+					if finished.Add(1) == int64(len(pods)) {
+						close(allDone)
+					}
+				case ctx.Err() == nil:
+					oc.restarts++
+					time.AfterFunc(backoff.after(oc.restarts), func() { queue <- i })
+				}
 			}
 		}()
 	}
@@ -89,7 +146,7 @@ func runWave(ctx context.Context, addr string, tr *trust, pods []pod, inflight i
 		}
 		res.Errors++
 		if len(res.ErrorSamples) < 5 {
-			msg := "not started before the wave's time was up"
+			msg := fmt.Sprintf("not certified when the wave's time was up (%d requests, %d restarts)", oc.requests, oc.restarts)
 			if oc.err != nil {
 				msg = oc.err.Error()
 			}
