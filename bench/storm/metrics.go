@@ -76,7 +76,8 @@ func (a apiCalls) total() float64 {
 }
 
 // background is what a server does by the clock, not per request: its trust-bundle checks
-// (Secret and ConfigMap dapr-trust-bundle) and the API server's own leases.
+// (Secret and ConfigMap dapr-trust-bundle) and the API server's own leases; and every WATCH
+// (long-running, counted when it ends: the informers' and the API server's own re-watches).
 var background = map[string]bool{"secrets": true, "configmaps": true, "leases": true}
 
 // split separates the calls made for requests (TokenReviews, pods, Configurations, anything
@@ -86,7 +87,7 @@ func (a apiCalls) split() (perRequest, clock apiCalls) {
 	for k, v := range a {
 		resource, _, _ := strings.Cut(k, " ")
 		resource, _, _ = strings.Cut(resource, "/")
-		if background[resource] {
+		if background[resource] || strings.HasSuffix(k, " WATCH") {
 			clock[k] = v
 		} else {
 			perRequest[k] = v

@@ -52,7 +52,7 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintf(w, "- %s: cluster up %.1f s, setup (control plane + %d pods + tokens) %.1f s, start to healthy %.1f s; start-up API calls: %s\n",
 			run.Name, run.ClusterUpSeconds, run.Pods, run.SetupSeconds, run.ReadySeconds, run.StartupCalls.perPod(1))
 		for _, wv := range run.Waves {
-			fmt.Fprintf(w, "  - wave %d API calls for requests: %s; in the background (trust-bundle checks, API server leases): %s\n",
+			fmt.Fprintf(w, "  - wave %d API calls for requests: %s; in the background (trust-bundle checks, leases, watches): %s\n",
 				wv.Wave, wv.RequestCalls.perPod(run.Pods), wv.BackgroundCalls.perPod(run.Pods))
 			if len(wv.Failures) > 0 {
 				fmt.Fprintf(w, "  - wave %d failed requests: %s\n", wv.Wave, failureList(wv.Failures))
