@@ -286,6 +286,7 @@ fn rotation_settings(params: CaParams) -> rotation::Settings {
         retire_after: Duration::ZERO,
         auto_root_rotation: false,
         interval: rotation::DEFAULT_INTERVAL,
+        resync: rotation::DEFAULT_RESYNC,
         expiry_warning: time::Duration::days(30),
     }
 }
