@@ -148,7 +148,8 @@ async fn root_key_of_an_earlier_version_is_migrated_where_readable_and_never_ask
 }
 
 #[tokio::test]
-async fn without_update_on_the_secret_renewal_is_off_in_one_line_and_sentry_keeps_serving() {
+async fn without_update_on_the_secret_renewal_and_jwt_are_off_in_one_line_each_and_sentry_keeps_serving(
+) {
     let tmp = tempfile::tempdir().unwrap();
     let cp = "cp-no-update";
     let c = cluster();
@@ -174,8 +175,11 @@ async fn without_update_on_the_secret_renewal_is_off_in_one_line_and_sentry_keep
             "0.999",
             "--bundle-resync-interval",
             "1s",
+            "--jwt-enabled",
         ]),
     );
+    let jwt_off = "RBAC does not allow update on secrets/dapr-trust-bundle: JWT-SVID issuance";
+    assert_eq!(s.log_text().matches(jwt_off).count(), 1, "{}", s.log_text());
     let line = "RBAC does not allow update on secrets/dapr-trust-bundle: automatic issuer renewal";
     let deadline = Instant::now() + Duration::from_secs(20);
     while !s.log_text().contains(line) {

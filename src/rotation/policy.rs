@@ -97,3 +97,17 @@ pub fn prepare_rotation(s: &Settings, now: OffsetDateTime) -> Result<Journal, Ro
         activated_at: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_when_the_fraction_of_life_is_left() {
+        let nb = OffsetDateTime::from_unix_timestamp(1_000).unwrap();
+        let na = OffsetDateTime::from_unix_timestamp(1_400).unwrap();
+        assert_eq!(due_at(nb, na, 0.25).unix_timestamp(), 1_300);
+        assert_eq!(due_at(nb, na, 0.0), na);
+        assert_eq!(due_at(na, nb, 0.5), na, "no life: due from the start");
+    }
+}

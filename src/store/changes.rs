@@ -78,10 +78,10 @@ impl Changes {
         }
         let (client, namespace, secrets, config_maps) = kube.watch_parts();
         let notified = changes.notified.clone();
-        if rbac::allows(client, namespace, "watch", "secrets", TRUST_BUNDLE).await {
+        if may_watch(client, namespace, "secrets").await {
             info!("No trust-bundle volume at {}: watching Secret {namespace}/{TRUST_BUNDLE}; also re-read every {resync_text}", volume.display());
             tokio::spawn(watch_object(secrets.clone(), notified));
-        } else if rbac::allows(client, namespace, "watch", "configmaps", TRUST_BUNDLE).await {
+        } else if may_watch(client, namespace, "configmaps").await {
             info!(
                 "No trust-bundle volume at {} and RBAC does not allow watching Secret {namespace}/{TRUST_BUNDLE}: watching ConfigMap {TRUST_BUNDLE} and re-reading the Secret every {resync_text} (mount the Secret at --issuer-credentials, as Dapr's chart does, to see issuer changes at once)",
                 volume.display()
@@ -105,6 +105,12 @@ impl Changes {
             tokio::time::sleep(SETTLE).await;
         }
     }
+}
+
+/// True when RBAC allows a watch (a list, then a watch) of the trust-bundle object of `kind`.
+async fn may_watch(client: &kube::Client, namespace: &str, kind: &str) -> bool {
+    rbac::allows(client, namespace, "list", kind, TRUST_BUNDLE).await
+        && rbac::allows(client, namespace, "watch", kind, TRUST_BUNDLE).await
 }
 
 fn humantime(d: Duration) -> String {
@@ -149,5 +155,37 @@ where
                 failing = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[tokio::test]
+    async fn a_kubelet_style_data_swap_notifies_and_reading_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("..2026_12_01_10_00_00.1")).unwrap();
+        std::fs::write(d.join("..2026_12_01_10_00_00.1/ca.crt"), "old").unwrap();
+        symlink("..2026_12_01_10_00_00.1", d.join("..data")).unwrap();
+        symlink("..data/ca.crt", d.join("ca.crt")).unwrap();
+        let notified = Arc::new(Notify::new());
+        let _watch = watch_volume(d, notified.clone()).unwrap();
+
+        assert_eq!(std::fs::read_to_string(d.join("ca.crt")).unwrap(), "old");
+        let _ = std::fs::read_dir(d).unwrap().count();
+        let quiet = tokio::time::timeout(Duration::from_millis(300), notified.notified()).await;
+        assert!(quiet.is_err(), "reading the volume is no change");
+
+        std::fs::create_dir(d.join("..2026_12_01_10_05_00.2")).unwrap();
+        std::fs::write(d.join("..2026_12_01_10_05_00.2/ca.crt"), "new").unwrap();
+        symlink("..2026_12_01_10_05_00.2", d.join("..data_tmp")).unwrap();
+        std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+        std::fs::remove_dir_all(d.join("..2026_12_01_10_00_00.1")).unwrap();
+        let seen = tokio::time::timeout(Duration::from_secs(10), notified.notified()).await;
+        assert!(seen.is_ok(), "the ..data swap is seen");
+        assert_eq!(std::fs::read_to_string(d.join("ca.crt")).unwrap(), "new");
     }
 }

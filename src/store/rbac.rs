@@ -53,14 +53,14 @@ pub async fn allows(
         .is_some_and(|s| s.allowed)
 }
 
-/// Logs, once per process for each `verb` and `resource`, that the permission is missing and
-/// which `feature` is off because of it.
+/// Logs, once per process for each `verb`, `resource` and `feature`, that the permission is
+/// missing and which feature is off because of it.
 pub fn report_refused(verb: &str, resource: &str, feature: &str) {
-    static SEEN: OnceLock<Mutex<HashSet<(String, String)>>> = OnceLock::new();
+    static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
     let first = SEEN
         .get_or_init(Default::default)
         .lock()
-        .map(|mut seen| seen.insert((verb.to_owned(), resource.to_owned())))
+        .map(|mut seen| seen.insert(format!("{verb} {resource} {feature}")))
         .unwrap_or(true);
     if first {
         warn!(
