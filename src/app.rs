@@ -27,6 +27,7 @@ use crate::server::grpc::{CaService, ControlPlane};
 use crate::server::http;
 use crate::server::status;
 use crate::server::tls::{self, ServingCert};
+use crate::store::changes::Changes;
 use crate::store::file::FileStore;
 use crate::store::kube::{base_name, Keys, KubeStore};
 use crate::store::Store;
@@ -153,14 +154,21 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
     );
 
     let rotator = Rotator::new(
-        store,
+        store.clone(),
         config.rotation.clone(),
         ca.clone(),
         serving.clone(),
         metrics.clone(),
         served,
     );
-    tokio::spawn(rotator.run());
+    let changes = Changes::start(
+        &store,
+        &config.credentials_dir,
+        config.rotation.interval,
+        config.rotation.resync,
+    )
+    .await;
+    tokio::spawn(rotator.run(changes));
 
     let kubernetes =
         kube_client.map(|client| KubernetesValidator::start(client, &config.sentry_id));

@@ -18,7 +18,7 @@ use crate::rotation::{self, Journal};
 use crate::spiffe::TrustDomain;
 use crate::store::file::FileStore;
 use crate::store::kube::{Keys, KubeStore};
-use crate::store::{Custody, Files, Store};
+use crate::store::{Custody, Files, Store, StoreError};
 
 /// Sentry's subcommands (none: serve).
 #[derive(Debug, Clone, Subcommand)]
@@ -265,10 +265,20 @@ pub async fn run(args: CaArgs) -> anyhow::Result<String> {
             };
             store.write_custody(&snap, &custody).await?;
             let settings = rotation_settings(params);
-            for _ in 0..2 {
+            // A running Sentry may carry out the same steps at the same time: a lost
+            // compare-and-swap re-reads, and the renewal is done once the journal is closed.
+            for _ in 0..20 {
                 let snap = store.snapshot().await?;
                 let files = snap.files.clone().context("bundle disappeared")?;
-                rotation::advance(&store, &settings, &snap, &files, journal.clone(), now).await?;
+                if snap.custody.journal.is_none() {
+                    break;
+                }
+                match rotation::advance(&store, &settings, &snap, &files, journal.clone(), now)
+                    .await
+                {
+                    Ok(_) | Err(rotation::RotationError::Store(StoreError::Conflict(_))) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
             Ok(
                 "Renewed the issuer certificate; a running Sentry serves it within seconds\n"
@@ -286,6 +296,7 @@ fn rotation_settings(params: CaParams) -> rotation::Settings {
         retire_after: Duration::ZERO,
         auto_root_rotation: false,
         interval: rotation::DEFAULT_INTERVAL,
+        resync: rotation::DEFAULT_RESYNC,
         expiry_warning: time::Duration::days(30),
     }
 }

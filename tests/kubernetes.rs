@@ -339,7 +339,7 @@ async fn three_replicas_on_empty_objects_end_with_one_bundle() {
         .sum();
     assert_eq!(generated, 1, "exactly one replica generated the bundle");
     let custody: k8s_openapi::api::core::v1::Secret = kube::Api::namespaced(kc.clone(), cp)
-        .get("dapr-trust-bundle-root")
+        .get("dapr-trust-bundle")
         .await
         .expect("the generating replica keeps the root key");
     assert!(
@@ -438,17 +438,25 @@ async fn root_key_custody_hot_reload_and_phased_rotation_in_the_cluster() {
     let cp = "cp-rotate";
     let c = cluster();
     let kubeconfig = c.control_plane(cp).await;
+    let kc = c.client().await;
+    // The Secret mounted at --issuer-credentials, as in Dapr's chart: changes arrive through it.
+    let _volume = common::kubelet::SecretVolume::start(
+        &kc,
+        cp,
+        "dapr-trust-bundle",
+        &tmp.path().join("creds"),
+    )
+    .await;
     let s = Sentry::start(
         tmp.path(),
         sentry_opts(&kubeconfig, cp).args(&["--root-rotation-grace", "2s"]),
     );
-    let kc = c.client().await;
     let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
         kube::Api::namespaced(kc.clone(), cp);
-    let root = secrets.get("dapr-trust-bundle-root").await.unwrap();
+    let root = secrets.get("dapr-trust-bundle").await.unwrap();
     assert!(
         root.data.unwrap().contains_key("root.key"),
-        "Sentry keeps the root key in its own Secret"
+        "Sentry keeps the root key in the trust-bundle Secret"
     );
     let anchors = configmap_anchors(&kc, cp).await.unwrap();
     let issuer_of = |resp: &sentry::pb::SignCertificateResponse| {

@@ -16,8 +16,8 @@ use crate::ca::jwt::{JwtIssuer, JwtSettings};
 use crate::config::{Config, JwtConfig, OidcConfig};
 use crate::server::oidc::OidcSite;
 use crate::server::oidc_listener;
-use crate::store::jwt::JwtStore;
-use crate::store::Store;
+use crate::store::jwt::{JwtStore, JwtStoreError};
+use crate::store::{rbac, Store, StoreError};
 use crate::telemetry::health::Target;
 use crate::telemetry::{Metrics, Readiness};
 use crate::validator::jwks::JwksValidator;
@@ -63,11 +63,9 @@ pub(super) async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<JwtParts> {
     let bundle = match (&config.jwt, store) {
-        (Some(jwt), Some(store)) => Some(
-            load_or_generate(store, jwt, metrics)
-                .await
-                .context("error creating CA")?,
-        ),
+        (Some(jwt), Some(store)) => load_or_generate(store, jwt, metrics)
+            .await
+            .context("error creating CA")?,
         _ => None,
     };
     let issuer = match (&config.jwt, &bundle) {
@@ -113,12 +111,13 @@ pub(super) async fn start(
 }
 
 /// Loads the stored pair (publishing its JWKS), or generates one and stores it with
-/// compare-and-swap: a replica that loses the race re-reads and uses the winner's pair.
+/// compare-and-swap: a replica that loses the race re-reads and uses the winner's pair. `None`
+/// (logged once) when RBAC refuses to store a generated pair: the JWT features are off.
 async fn load_or_generate(
     store: &JwtStore,
     config: &JwtConfig,
     metrics: &Metrics,
-) -> anyhow::Result<JwtBundle> {
+) -> anyhow::Result<Option<JwtBundle>> {
     let mut generated = false;
     for _ in 0..MAX_ATTEMPTS {
         let snap = store
@@ -126,7 +125,10 @@ async fn load_or_generate(
             .await
             .context("failed to get JWT credentials")?;
         let outcome = match snap.bundle {
-            Some(bundle) => store.publish(&bundle).await.map(|()| Some(bundle)),
+            Some(bundle) => match store.publish(&bundle).await {
+                Err(JwtStoreError::Store(e)) if rbac::refused_publish(&e) => Ok(Some(bundle)),
+                other => other.map(|()| Some(bundle)),
+            },
             None => {
                 info!(algorithm = %config.key.algorithm, "JWT signing key not found: generating a new key and JWKS");
                 let bundle = generate_jwt(&config.key)?;
@@ -140,7 +142,7 @@ async fn load_or_generate(
                 } else {
                     info!("JWT signing key and JWKS found: using credentials from store");
                 }
-                return Ok(bundle);
+                return Ok(Some(bundle));
             }
             // Stored: read it back (and publish it) on the next round.
             Ok(None) => generated = true,
@@ -148,6 +150,14 @@ async fn load_or_generate(
                 info!(
                     "JWT credentials changed concurrently (another replica?); reading them again"
                 );
+            }
+            Err(JwtStoreError::Store(StoreError::Forbidden { verb, resource, .. })) => {
+                rbac::report_refused(
+                    verb,
+                    &resource,
+                    "JWT-SVID issuance and OIDC discovery (a generated JWT key cannot be stored)",
+                );
+                return Ok(None);
             }
             Err(e) => return Err(e).context("failed to store JWT credentials"),
         }

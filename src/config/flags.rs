@@ -119,9 +119,13 @@ pub struct Flags {
     /// allowedClockSkew, so every live client has fetched the new anchors).
     #[arg(long, value_parser = duration_arg)]
     pub root_rotation_grace: Option<Duration>,
-    /// How often the bundle store is checked for changes and due renewals.
+    /// How often a bundle directory (standalone mode) is checked for changes.
     #[arg(long, default_value = "1s", value_parser = duration_arg)]
     pub bundle_check_interval: Duration,
+    /// Kubernetes mode: how often the trust-bundle Secret is re-read without a change seen on its
+    /// volume or watch (a safety net; renewals and rotations run on their own timers).
+    #[arg(long, default_value = "5m", value_parser = duration_arg)]
+    pub bundle_resync_interval: Duration,
     /// JWT-SVID and OIDC discovery flags.
     #[command(flatten)]
     pub jwt: JwtFlags,

@@ -277,6 +277,7 @@ impl Config {
             retire_after: workload_cert_ttl + allowed_clock_skew,
             auto_root_rotation: flags.auto_rotate_root,
             interval: flags.bundle_check_interval.max(Duration::from_millis(100)),
+            resync: flags.bundle_resync_interval.max(Duration::from_secs(1)),
             expiry_warning: time::Duration::days(30),
         };
         let (jwt, oidc) = jwt::resolve(&flags.jwt, &flags.issuer_credentials)?;

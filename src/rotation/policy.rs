@@ -21,22 +21,21 @@ pub struct Settings {
     pub retire_after: Duration,
     /// Rotate the root automatically before it expires (when Sentry holds the root key).
     pub auto_root_rotation: bool,
-    /// How often the store is checked.
+    /// How often a directory store is checked (and a bad bundle re-judged).
     pub interval: Duration,
+    /// How often the Kubernetes store is re-read without a change notification.
+    pub resync: Duration,
     /// Warn this long before expiry when Sentry cannot renew by itself.
     pub expiry_warning: time::Duration,
 }
 
-fn remaining_fraction(
-    not_before: OffsetDateTime,
-    not_after: OffsetDateTime,
-    now: OffsetDateTime,
-) -> f64 {
-    let life = (not_after - not_before).as_seconds_f64();
-    if life <= 0.0 {
-        return 0.0;
+/// The moment less than `fraction` of the life from `not_before` to `not_after` remains.
+fn due_at(not_before: OffsetDateTime, not_after: OffsetDateTime, fraction: f64) -> OffsetDateTime {
+    let life = not_after - not_before;
+    if life <= time::Duration::ZERO {
+        return not_before;
     }
-    ((not_after - now).as_seconds_f64() / life).max(0.0)
+    not_after - life * fraction
 }
 
 fn validity(der: &[u8]) -> Option<(OffsetDateTime, OffsetDateTime)> {
@@ -47,22 +46,20 @@ fn validity(der: &[u8]) -> Option<(OffsetDateTime, OffsetDateTime)> {
     ))
 }
 
-/// True when the issuer has less than the renewal fraction of its life left.
-pub fn issuer_due(bundle: &Bundle, s: &Settings, now: OffsetDateTime) -> bool {
-    bundle
-        .issuer_chain
-        .first()
-        .and_then(|c| validity(c))
-        .is_some_and(|(nb, na)| remaining_fraction(nb, na, now) < s.renew_fraction)
+/// When the issuer has less than the renewal fraction of its life left.
+pub fn issuer_due_at(bundle: &Bundle, s: &Settings) -> Option<OffsetDateTime> {
+    let (nb, na) = bundle.issuer_chain.first().and_then(|c| validity(c))?;
+    Some(due_at(nb, na, s.renew_fraction))
 }
 
-/// True when the first anchor to expire has less than the renewal fraction of its life left.
-pub fn root_due(bundle: &Bundle, s: &Settings, now: OffsetDateTime) -> bool {
+/// When the first anchor to expire has less than the renewal fraction of its life left.
+pub fn root_due_at(bundle: &Bundle, s: &Settings) -> Option<OffsetDateTime> {
     bundle
         .anchors
         .iter()
         .filter_map(|c| validity(c))
-        .any(|(nb, na)| remaining_fraction(nb, na, now) < s.renew_fraction)
+        .map(|(nb, na)| due_at(nb, na, s.renew_fraction))
+        .min()
 }
 
 /// True when the issuer `cert_pem` lives meaningfully longer than the current one.
@@ -99,4 +96,18 @@ pub fn prepare_rotation(s: &Settings, now: OffsetDateTime) -> Result<Journal, Ro
         published_at: None,
         activated_at: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_when_the_fraction_of_life_is_left() {
+        let nb = OffsetDateTime::from_unix_timestamp(1_000).unwrap();
+        let na = OffsetDateTime::from_unix_timestamp(1_400).unwrap();
+        assert_eq!(due_at(nb, na, 0.25).unix_timestamp(), 1_300);
+        assert_eq!(due_at(nb, na, 0.0), na);
+        assert_eq!(due_at(na, nb, 0.5), na, "no life: due from the start");
+    }
 }

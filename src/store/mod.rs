@@ -1,13 +1,16 @@
-//! Where a trust bundle lives: a directory in standalone mode ([`file`]), Secrets and a ConfigMap
-//! in Kubernetes mode ([`kube`]); the JWT key and JWKS beside it ([`jwt`]: files in [`jwt_file`],
-//! Secret/ConfigMap keys in [`jwt_kube`]). Reads and writes raw bundle bytes plus Sentry's
-//! custody data (the root key and the rotation journal); never signs anything.
+//! Where a trust bundle lives: a directory in standalone mode ([`file`]), a Secret and a ConfigMap
+//! in Kubernetes mode ([`kube`], within the RBAC of Dapr's chart, see [`rbac`]); the JWT key and
+//! JWKS beside it ([`jwt`]: files in [`jwt_file`], Secret/ConfigMap keys in [`jwt_kube`]); how a
+//! running Sentry learns that the store changed ([`changes`]). Reads and writes raw bundle bytes
+//! plus Sentry's custody data (the root key and the rotation journal); never signs anything.
 
+pub mod changes;
 pub mod file;
 pub mod jwt;
 pub mod jwt_file;
 pub mod jwt_kube;
 pub mod kube;
+pub mod rbac;
 
 use std::path::PathBuf;
 
@@ -108,6 +111,19 @@ pub enum StoreError {
     /// The API server refused or did not answer.
     #[error("{0}")]
     Kubernetes(String),
+    /// RBAC refused the call: `verb` on `resource` (one object, e.g. `secrets/dapr-trust-bundle`).
+    #[error("{what}: forbidden by RBAC ({verb} {resource})")]
+    Forbidden {
+        /// What was being done.
+        what: String,
+        /// The refused verb.
+        verb: &'static str,
+        /// The refused resource.
+        resource: String,
+    },
+    /// The object Sentry stores into does not exist and RBAC does not allow creating it.
+    #[error("{0} does not exist and RBAC does not allow creating it: create it empty first, as Dapr's Helm chart does (see deploy/trust-bundle.yaml)")]
+    Missing(String),
     /// Someone else wrote first (compare-and-swap lost); read again and retry.
     #[error("{0}: changed concurrently")]
     Conflict(String),
@@ -143,7 +159,33 @@ impl Store {
     pub async fn write_files(&self, base: &Snapshot, files: &Files) -> Result<(), StoreError> {
         match self {
             Store::File(s) => s.write_files(base.files.as_ref(), files),
-            Store::Kube(s) => s.write_files(&base.versions, files).await,
+            Store::Kube(s) => s.write(&base.versions, Some(files), None).await,
+        }
+    }
+
+    /// Writes a generated bundle and its custody data; conflicts if the store changed since
+    /// `base`. In Kubernetes this is one write, so only the replica whose bundle won keeps a key.
+    pub async fn write_generated(
+        &self,
+        base: &Snapshot,
+        files: &Files,
+        custody: &Custody,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::File(s) => {
+                s.write_files(base.files.as_ref(), files)?;
+                s.write_custody(&base.custody, custody)
+            }
+            Store::Kube(s) => s.write(&base.versions, Some(files), Some(custody)).await,
+        }
+    }
+
+    /// Custody data of an earlier version's layout to migrate (Kubernetes: Secret
+    /// `dapr-trust-bundle-root`, when readable); `None` for a directory.
+    pub async fn legacy_custody(&self) -> Option<Custody> {
+        match self {
+            Store::File(_) => None,
+            Store::Kube(s) => s.legacy_custody().await,
         }
     }
 
@@ -155,15 +197,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Store::File(s) => s.write_custody(&base.custody, custody),
-            Store::Kube(s) => s.write_custody(&base.versions, custody).await,
-        }
-    }
-
-    /// The trust anchors as distributed to clients (the ConfigMap in Kubernetes).
-    pub async fn published_anchors(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        match self {
-            Store::File(s) => Ok(s.snapshot()?.files.map(|f| f.anchors)),
-            Store::Kube(s) => s.published_anchors().await,
+            Store::Kube(s) => s.write(&base.versions, None, Some(custody)).await,
         }
     }
 

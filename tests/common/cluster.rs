@@ -48,6 +48,7 @@ pub fn cluster() -> &'static Cluster {
                 .arg("up")
                 .arg(&dir)
                 .env("KUBE_CLUSTER_WATCH_PID", std::process::id().to_string())
+                .env("KUBE_AUDIT_LOG", "1")
                 .output()
                 .unwrap();
             if !out.status.success() {
@@ -73,6 +74,28 @@ pub fn cluster() -> &'static Cluster {
 }
 
 impl Cluster {
+    /// The audit events (tests/kube/cluster `KUBE_AUDIT_LOG`) of requests made by `user` (e.g.
+    /// `system:serviceaccount:NS:dapr-sentry`) that completed at or after `since`.
+    pub fn audit_events(&self, user: &str, since: time::OffsetDateTime) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(&self.env["KUBE_AUDIT_LOG"]).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["user"]["username"] == user)
+            .filter(|e| {
+                e["stageTimestamp"]
+                    .as_str()
+                    .and_then(|t| {
+                        time::OffsetDateTime::parse(
+                            t,
+                            &time::format_description::well_known::Rfc3339,
+                        )
+                        .ok()
+                    })
+                    .is_some_and(|t| t >= since)
+            })
+            .collect()
+    }
+
     /// Admin kubeconfig.
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("admin.kubeconfig")
@@ -128,10 +151,20 @@ impl Cluster {
         );
     }
 
-    /// Creates `ns` with the RBAC of deploy/rbac.yaml (its namespace replaced by `ns`) and returns
-    /// a kubeconfig holding a token of the `dapr-sentry` ServiceAccount: Sentry runs with exactly
-    /// the permissions we ship.
+    /// Creates `ns` with the RBAC of deploy/rbac.yaml (the Role of Dapr's chart) and the empty
+    /// trust-bundle Secret and ConfigMap of deploy/trust-bundle.yaml (as the chart creates them),
+    /// their namespace replaced by `ns`, and returns a kubeconfig holding a token of the
+    /// `dapr-sentry` ServiceAccount: Sentry runs with exactly the permissions we ship.
     pub async fn control_plane(&self, ns: &str) -> PathBuf {
+        self.control_plane_with(ns, |rbac| rbac).await
+    }
+
+    /// [`Self::control_plane`] with the RBAC YAML changed by `edit` first (a stricter cluster).
+    pub async fn control_plane_with(
+        &self,
+        ns: &str,
+        edit: impl FnOnce(String) -> String,
+    ) -> PathBuf {
         let client = self.client().await;
         create_namespace(&client, ns).await;
         let rbac = std::fs::read_to_string(repo().join("deploy/rbac.yaml"))
@@ -141,8 +174,11 @@ impl Cluster {
                 &format!("kind: ClusterRoleBinding\nmetadata:\n  name: dapr-sentry-{ns}"),
             )
             .replace("dapr-system", ns);
+        let objects = std::fs::read_to_string(repo().join("deploy/trust-bundle.yaml"))
+            .unwrap()
+            .replace("dapr-system", ns);
         let file = self.dir.join(format!("rbac-{ns}.yaml"));
-        std::fs::write(&file, rbac).unwrap();
+        std::fs::write(&file, format!("{}\n---\n{objects}", edit(rbac))).unwrap();
         self.apply(&file);
         let token = token_request(&client, ns, "dapr-sentry", None, &[], 3600)
             .await
@@ -252,7 +288,7 @@ pub async fn wait_for_rotation_phase(
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let journal = secrets
-            .get("dapr-trust-bundle-root")
+            .get("dapr-trust-bundle")
             .await
             .unwrap()
             .data

@@ -372,6 +372,20 @@ func (k *kubeCluster) createHelmTrustBundle(t testing.TB, cp string) {
 	}
 }
 
+// applyDeployFile applies deploy/NAME with its namespace dapr-system replaced by cp.
+func (k *kubeCluster) applyDeployFile(t testing.TB, cp, name string) {
+	t.Helper()
+	text, err := os.ReadFile(filepath.Join(k.repo, "deploy", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(k.dir, cp+"-"+name)
+	if err := os.WriteFile(file, bytes.ReplaceAll(text, []byte("dapr-system"), []byte(cp)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k.apply(t, file)
+}
+
 // controlPlane creates namespace cp with the RBAC of deploy/rbac.yaml (its
 // namespace replaced by cp, the ClusterRoleBinding renamed so that several
 // control planes can coexist), exactly as the Rust Kubernetes tests do, and

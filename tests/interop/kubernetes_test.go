@@ -457,11 +457,9 @@ type kubeDeployment struct {
 	cp     string // control-plane namespace (Sentry's NAMESPACE); deliberately not dapr-system
 	appsNS string // workload namespace
 	// helmObjects: create the empty dapr-trust-bundle Secret and ConfigMap
-	// that Dapr's Helm chart installs next to Sentry (Dapr's sentry requires
-	// them: it does not create them). Without it Sentry starts with only
-	// deploy/rbac.yaml and must create both itself, which Dapr's sentry does
-	// not do (it exits: secrets "dapr-trust-bundle" not found), so that
-	// variant is skipped when the binary under test is $DAPR_SENTRY_BIN.
+	// the way Dapr's Helm chart installs them next to Sentry (neither sentry
+	// creates them: the chart's RBAC has no create). Without it, the deploy/
+	// install: the same empty objects from deploy/trust-bundle.yaml.
 	helmObjects bool
 	// serverIDCheck: also run a client that expects Sentry in another
 	// namespace and must refuse it (costs clientFailTimeout).
@@ -490,9 +488,6 @@ func TestKubernetesMode(t *testing.T) {
 		{name: "helm-objects", cp: "sentry-helm", appsNS: "apps-helm", helmObjects: true, serverIDCheck: true},
 	} {
 		t.Run(d.name, func(t *testing.T) {
-			if !d.helmObjects && isDaprSentry(sentryBin) {
-				t.Skip("Dapr's sentry does not create the dapr-trust-bundle Secret (its Helm chart does); see helm-objects")
-			}
 			testKubernetesDeployment(t, k, d)
 		})
 	}
@@ -518,6 +513,8 @@ func testKubernetesDeployment(t *testing.T, k *kubeCluster, d kubeDeployment) {
 	kubeconfig := kubeSentryControlPlane(t, k, cp)
 	if d.helmObjects {
 		k.createHelmTrustBundle(t, cp)
+	} else {
+		k.applyDeployFile(t, cp, "trust-bundle.yaml")
 	}
 	s := startKubeSentry(t, kubeconfig, cp)
 	sentryID := "spiffe://" + kubeTrustDomain + "/ns/" + cp + "/dapr-sentry"
