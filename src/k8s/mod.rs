@@ -1,8 +1,10 @@
 //! Kubernetes plumbing shared by the Kubernetes store and validator: the API client (kubeconfig,
-//! `KUBECONFIG` or in-cluster), the deadline applied to every API call, the Dapr `Configuration`
-//! resource, and the cluster domain used in control-plane DNS names.
+//! `KUBECONFIG` or in-cluster, reading a 404 without a `Status` body as "not found"), the deadline
+//! applied to every API call, the Dapr `Configuration` resource, and the cluster domain used in
+//! control-plane DNS names.
 
 pub mod configuration;
+mod not_found;
 
 use std::future::Future;
 use std::path::Path;
@@ -47,7 +49,8 @@ pub async fn call<T>(fut: impl Future<Output = Result<T, kube::Error>>) -> Resul
 }
 
 /// Builds the client: `--kubeconfig` when given, else `KUBECONFIG`/`~/.kube/config`, else the
-/// in-cluster service account.
+/// in-cluster service account. A 404 without a `Status` body reaches callers as `NotFound`
+/// (so `get_opt` returns `None`), as client-go reads it.
 pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, K8sError> {
     let config = match kubeconfig {
         Some(path) => {
@@ -61,7 +64,11 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, K8sError>
             .await
             .map_err(|e| K8sError::Config(e.to_string()))?,
     };
-    kube::Client::try_from(config).map_err(|e| K8sError::Config(e.to_string()))
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| K8sError::Config(e.to_string()))?;
+    Ok(builder
+        .with_layer(&tower::util::AndThenLayer::new(not_found::classify))
+        .build())
 }
 
 /// The cluster domain, from the pod's DNS search path (`<ns>.svc.<domain>`); `None` outside a pod.

@@ -1,16 +1,20 @@
 //! Watch-backed caches of Pods (all namespaces, trimmed to what validation reads) and Dapr
 //! `Configuration` objects, so a request costs no API call beyond its TokenReview. A miss falls
-//! back to one live GET (a just-created pod is not refused because the watch is behind).
+//! back to one live GET (a just-created pod is not refused because the watch is behind). An API
+//! server that cannot be watched (lists without a resourceVersion) is re-listed instead.
 
+use std::fmt::Debug;
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
+use serde::de::DeserializeOwned;
 
 use crate::k8s::{call, configuration, K8sError};
 
@@ -44,33 +48,65 @@ fn trim_pod(pod: &mut Pod) {
     pod.status = None;
 }
 
+/// How often a cache is re-listed when the API server's lists carry no resourceVersion.
+const RELIST_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Keeps `writer` filled from a watch of `api`. An API server whose lists carry no
+/// `metadata.resourceVersion` (a minimal or fake one, which client-go tolerates) cannot be
+/// watched by kube-rs's watcher, which drops the listing: this says so once and re-lists every
+/// [`RELIST_INTERVAL`] instead. A real API server always sends the version, so it is watched.
+async fn feed<K>(api: Api<K>, mut writer: reflector::store::Writer<K>, trim: fn(&mut K))
+where
+    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Clone + Eq + Hash,
+{
+    let events = watcher(api.clone(), watcher::Config::default())
+        .default_backoff()
+        .modify(trim);
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(event) => writer.apply_watcher_event(&event),
+            Err(watcher::Error::NoResourceVersion) => break,
+            // The backoff paces the retries; the watcher logs the error at debug level.
+            Err(_) => {}
+        }
+    }
+    let url = api.resource_url().to_owned();
+    tracing::warn!(
+        url,
+        interval_secs = RELIST_INTERVAL.as_secs(),
+        "the API server lists these objects without a resourceVersion, so they cannot be watched; re-listing them periodically instead"
+    );
+    loop {
+        match call(api.list(&ListParams::default())).await {
+            Ok(list) => {
+                writer.apply_watcher_event(&watcher::Event::Init);
+                for mut obj in list.items {
+                    trim(&mut obj);
+                    writer.apply_watcher_event(&watcher::Event::InitApply(obj));
+                }
+                writer.apply_watcher_event(&watcher::Event::InitDone);
+            }
+            Err(e) => tracing::debug!(url, error = %e, "re-list failed"),
+        }
+        tokio::time::sleep(RELIST_INTERVAL).await;
+    }
+}
+
 impl Caches {
     /// Starts watching Pods and Configurations cluster-wide.
     pub fn start(client: Client) -> Self {
         let (pods, pod_writer) = reflector::store::<Pod>();
-        let pod_stream = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .modify(trim_pod)
-            .reflect(pod_writer)
-            .applied_objects();
-        tokio::spawn(async move {
-            let mut s = std::pin::pin!(pod_stream);
-            while s.next().await.is_some() {}
-        });
+        tokio::spawn(feed(Api::<Pod>::all(client.clone()), pod_writer, trim_pod));
         let ar = configuration::api_resource();
         let config_writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
         let configs = config_writer.as_reader();
-        let config_stream = watcher(
+        tokio::spawn(feed(
             Api::<DynamicObject>::all_with(client.clone(), &ar),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .reflect(config_writer)
-        .applied_objects();
-        tokio::spawn(async move {
-            let mut s = std::pin::pin!(config_stream);
-            while s.next().await.is_some() {}
-        });
+            config_writer,
+            |_| {},
+        ));
         Self {
             client,
             pods,
