@@ -214,24 +214,6 @@ fn x509_uris(der: &[u8]) -> Vec<String> {
     sentry::client::uri_sans(der).unwrap()
 }
 
-fn go_verifier() -> std::path::PathBuf {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("x509verify");
-    if !out.exists() {
-        run_ok(
-            Command::new("go")
-                .args(["build", "-o"])
-                .arg(&out)
-                .arg(".")
-                .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/x509verify")),
-        );
-    }
-    out
-}
-
-fn go_verify(anchors: &Path, chain: &Path, id: &str) -> String {
-    run_ok(Command::new(go_verifier()).arg(anchors).arg(chain).arg(id))
-}
-
 fn go_verify_err(anchors: &Path, chain: &Path, id: &str) -> String {
     let out = Command::new(go_verifier())
         .arg(anchors)

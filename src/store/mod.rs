@@ -1,13 +1,15 @@
 //! Where a trust bundle lives: a directory in standalone mode ([`file`]), Secrets and a ConfigMap
 //! in Kubernetes mode ([`kube`]); the JWT key and JWKS beside it ([`jwt`]: files in [`jwt_file`],
 //! Secret/ConfigMap keys in [`jwt_kube`]). Reads and writes raw bundle bytes plus Sentry's
-//! custody data (the root key and the rotation journal); never signs anything.
+//! custody data (the root key and the rotation journal); never signs anything. Key files with
+//! loose permissions are found by [`perms`].
 
 pub mod file;
 pub mod jwt;
 pub mod jwt_file;
 pub mod jwt_kube;
 pub mod kube;
+pub mod perms;
 
 use std::path::PathBuf;
 
