@@ -364,6 +364,12 @@ async fn leaf_never_outlives_its_issuer() {
     std::fs::write(creds.join("ca.crt"), root.pem()).unwrap();
     std::fs::write(creds.join("issuer.crt"), issuer.pem()).unwrap();
     std::fs::write(creds.join("issuer.key"), issuer_key.serialize_pem()).unwrap();
+    // Key files must not be readable by group or others (0600, as Sentry and Dapr write them).
+    std::fs::set_permissions(
+        creds.join("issuer.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let s = Sentry::start(tmp.path(), Opts::default().mtls("24h", "15m"));
     let resp = sign(&s, request("a", "b", KeyType::Ed25519)).await.unwrap();
     let certs = pem_certs(&resp.workload_certificate);

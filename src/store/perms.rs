@@ -1,4 +1,4 @@
-//! Permission checks on key material read from disk: a private-key file readable by group or
+//! Permission checks on key material read from disk: a CA private-key file readable by group or
 //! others, or a credentials directory writable by them (where anyone could swap the issuer),
 //! stops a standalone Sentry at start-up with the `chmod` that fixes it. In Kubernetes mode the
 //! same findings are one warning, since a mounted Secret volume is 0644 unless its
@@ -55,9 +55,10 @@ fn describe(findings: &[Finding]) -> String {
     parts.join("; ")
 }
 
-/// Checks the private keys Sentry reads from disk (`issuer.key`, `root.key`, `jwt.key`, the OIDC
-/// TLS key) and the directories holding them: refused in standalone mode, one warning in
-/// Kubernetes mode.
+/// Checks the private keys Sentry reads from disk and the directories holding them. In
+/// standalone mode loose `issuer.key`, `root.key` or `jwt.key` (or a loose directory of theirs)
+/// are refused; the OIDC TLS key, the operator's serving key, only gets the warning. In
+/// Kubernetes mode every finding is one warning.
 pub fn check(config: &Config) -> Result<(), LoosePermissions> {
     let creds = &config.credentials;
     let dir = creds.anchors.parent().unwrap_or(Path::new("."));
@@ -66,18 +67,24 @@ pub fn check(config: &Config) -> Result<(), LoosePermissions> {
     if let Some(jwt) = &config.jwt {
         keys.push(&jwt.key_path);
     }
-    if let Some(tls) = config.oidc.as_ref().and_then(|o| o.tls.as_ref()) {
-        keys.push(&tls.key);
-    }
     let mut dirs: Vec<&Path> = vec![dir];
     for key in &keys {
         if let Some(parent) = key.parent().filter(|p| !dirs.contains(p)) {
             dirs.push(parent);
         }
     }
+    let tls_key = config
+        .oidc
+        .as_ref()
+        .and_then(|o| o.tls.as_ref())
+        .map(|t| t.key.as_path());
     match config.mode {
-        Mode::Standalone => refuse_loose(&keys, &dirs),
+        Mode::Standalone => {
+            warn_loose(&Vec::from_iter(tls_key), &[]);
+            refuse_loose(&keys, &dirs)
+        }
         Mode::Kubernetes => {
+            keys.extend(tls_key);
             warn_loose(&keys, &dirs);
             Ok(())
         }
