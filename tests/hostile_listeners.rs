@@ -1,6 +1,6 @@
 //! Attacks on the listeners, from raw sockets, while a good client keeps requesting:
 //!
-//! - 1,100 partial `GET /healthz` and 1,100 partial `GET /metrics` requests held open from one
+//! - 1,100 partial requests each to `/healthz`, metrics and OIDC discovery held open from one
 //!   address, with Sentry's open-files limit at 1,024: Sentry's descriptors stay bounded, the
 //!   gRPC listener keeps accepting and `/healthz` keeps answering the prober's address;
 //! - 2,000 hand-made TLS ClientHellos with a 16,000-byte SNI: the log grows by a bounded
@@ -31,12 +31,19 @@ async fn connect_from(src: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStream
 /// Opens `n` connections to `to`, each sending the start of a request and never its end.
 async fn partial_requests(to: SocketAddr, path: &str, n: usize) -> Vec<TcpStream> {
     let mut held = Vec::with_capacity(n);
+    let mut refused_in_a_row = 0;
     for _ in 0..n {
         let Ok(Ok(mut c)) =
-            tokio::time::timeout(Duration::from_secs(2), connect_from(ATTACKER, to)).await
+            tokio::time::timeout(Duration::from_millis(500), connect_from(ATTACKER, to)).await
         else {
+            // The backlog is full: the server no longer accepts (keeps the attack bounded).
+            refused_in_a_row += 1;
+            if refused_in_a_row == 10 {
+                break;
+            }
             continue;
         };
+        refused_in_a_row = 0;
         let _ = c
             .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n").as_bytes())
             .await;
@@ -48,20 +55,31 @@ async fn partial_requests(to: SocketAddr, path: &str, n: usize) -> Vec<TcpStream
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_http_requests_cannot_take_the_descriptors() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Sentry::start(tmp.path(), Opts::default().nofile(1024));
+    let oidc_port = free_port();
+    let oidc = SocketAddr::from(([127, 0, 0, 1], oidc_port));
+    let opts = Opts::default()
+        .nofile(1024)
+        .args(&[
+            "--jwt-enabled",
+            "--oidc-enabled",
+            "--oidc-server-tls-enabled=false",
+        ])
+        .arg("--oidc-server-listen-address=127.0.0.1")
+        .arg(&format!("--oidc-server-listen-port={oidc_port}"));
+    let s = Sentry::start(tmp.path(), opts);
     let pid = s.child.id();
     let base = open_fds(pid);
 
     let attack = async {
-        let h = partial_requests(s.healthz, "/healthz", 1100).await;
-        let m = partial_requests(s.metrics, "/metrics", 1100).await;
-        let opened = h.len() + m.len();
+        let mut held = partial_requests(s.healthz, "/healthz", 1100).await;
+        held.extend(partial_requests(s.metrics, "/metrics", 1100).await);
+        held.extend(partial_requests(oidc, "/.well-known/openid-configuration", 1100).await);
+        let opened = held.len();
         // Held while the good client runs.
         tokio::time::sleep(Duration::from_secs(6)).await;
-        (opened, h, m)
+        (opened, held)
     };
-    let (run, (opened, held_h, held_m)) =
-        tokio::join!(keep_requesting(&s, Duration::from_secs(8)), attack);
+    let (run, (opened, held)) = tokio::join!(keep_requesting(&s, Duration::from_secs(8)), attack);
     let during = open_fds(pid);
     eprintln!(
         "partial requests: {opened} opened; Sentry fds base {base}, max {} while attacked, {during} at the end",
@@ -73,13 +91,17 @@ async fn partial_http_requests_cannot_take_the_descriptors() {
         "Sentry held {} descriptors (base {base})",
         run.max_fds.max(during)
     );
-    drop((held_h, held_m));
+    drop(held);
 
     let resp = sign(&s, request("after", "default", KeyType::Ed25519))
         .await
         .expect("the next good request succeeds");
     assert_eq!(pem_certs(&resp.workload_certificate).len(), 2);
     assert_eq!(http_get(s.metrics, "/metrics").map(|(c, _)| c), Some(200));
+    assert_eq!(
+        http_get(oidc, "/.well-known/openid-configuration").map(|(c, _)| c),
+        Some(200)
+    );
     let log = s.log_text();
     assert!(
         !log.contains("Too many open files"),
