@@ -25,6 +25,7 @@ use crate::server::admission::Admission;
 use crate::server::conn_limit;
 use crate::server::grpc::{CaService, ControlPlane};
 use crate::server::http;
+use crate::server::side_listener;
 use crate::server::status;
 use crate::server::tls::{self, ServingCert};
 use crate::store::changes::Changes;
@@ -99,6 +100,7 @@ fn check_non_root() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Result<()> {
+    crate::store::perms::check(&config).context("refusing to use key material")?;
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let readiness = Readiness::default();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -109,6 +111,7 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
         }
     };
 
+    tokio::spawn(crate::telemetry::handshakes::report_forever());
     let healthz = bind(&config.healthz.to_bind_string()).await?;
     info!(addr = %healthz.local_addr()?, "Healthz server is listening");
     tokio::spawn(http::serve_healthz(healthz, readiness.clone(), stopped()));
@@ -194,7 +197,11 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
     info!(addr = %grpc.local_addr()?, "Running gRPC server");
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(serving)?));
     let limits = &config.limits;
-    let max_connections = conn_limit::fit_to_fd_limit(limits.max_connections);
+    // The side listeners' connections come out of the same descriptor budget.
+    let side = side_listener::fd_budget();
+    let max_connections = conn_limit::fit_to_fd_limit(limits.max_connections.saturating_add(side))
+        .saturating_sub(side)
+        .max(1);
     info!(max_connections, max_in_flight = limits.max_in_flight, peer_rate = ?limits.peer_rate, "Capacity limits");
     let connections = Arc::new(Semaphore::new(max_connections));
     let incoming = ReceiverStream::new(tls::spawn_accept_loop(

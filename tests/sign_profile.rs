@@ -214,24 +214,6 @@ fn x509_uris(der: &[u8]) -> Vec<String> {
     sentry::client::uri_sans(der).unwrap()
 }
 
-fn go_verifier() -> std::path::PathBuf {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("x509verify");
-    if !out.exists() {
-        run_ok(
-            Command::new("go")
-                .args(["build", "-o"])
-                .arg(&out)
-                .arg(".")
-                .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/x509verify")),
-        );
-    }
-    out
-}
-
-fn go_verify(anchors: &Path, chain: &Path, id: &str) -> String {
-    run_ok(Command::new(go_verifier()).arg(anchors).arg(chain).arg(id))
-}
-
 fn go_verify_err(anchors: &Path, chain: &Path, id: &str) -> String {
     let out = Command::new(go_verifier())
         .arg(anchors)
@@ -382,6 +364,12 @@ async fn leaf_never_outlives_its_issuer() {
     std::fs::write(creds.join("ca.crt"), root.pem()).unwrap();
     std::fs::write(creds.join("issuer.crt"), issuer.pem()).unwrap();
     std::fs::write(creds.join("issuer.key"), issuer_key.serialize_pem()).unwrap();
+    // Key files must not be readable by group or others (0600, as Sentry and Dapr write them).
+    std::fs::set_permissions(
+        creds.join("issuer.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let s = Sentry::start(tmp.path(), Opts::default().mtls("24h", "15m"));
     let resp = sign(&s, request("a", "b", KeyType::Ed25519)).await.unwrap();
     let certs = pem_certs(&resp.workload_certificate);

@@ -37,13 +37,12 @@ impl KeyType {
 /// PEM label of a PKCS#8 private key.
 pub const PKCS8_LABEL: &str = "PRIVATE KEY";
 
-/// Parses the first private key in `pem_text` (PKCS#8, SEC1 or PKCS#1).
+/// Parses the private key (PKCS#8, SEC1 or PKCS#1) that is the one PEM block of `pem_text`.
 pub fn parse_private_key(pem_text: &str) -> Result<KeyPair, String> {
-    let blocks = pem::parse_many(pem_text).map_err(|e| format!("invalid PEM: {e}"))?;
-    let block = blocks
-        .into_iter()
-        .find(|b| b.tag().ends_with("PRIVATE KEY"))
-        .ok_or_else(|| "no PRIVATE KEY PEM block found".to_owned())?;
+    let block = super::encoding::pem_single(pem_text.as_bytes())?;
+    if !block.tag().ends_with("PRIVATE KEY") {
+        return Err("no PRIVATE KEY PEM block found".to_owned());
+    }
     if block.tag().contains("ENCRYPTED") {
         return Err("encrypted private keys are not supported".to_owned());
     }

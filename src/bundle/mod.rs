@@ -1,8 +1,10 @@
 //! The trust bundle: trust anchors, the issuer chain and the issuer key. Generates a new one
 //! ([`generate`]) and parses and verifies a supplied one ([`verify`]). The JWT signing key and
-//! JWKS form a separate part ([`jwt`]), present only with `--jwt-enabled`. Pure data and crypto: no
+//! JWKS form a separate part ([`jwt`]), present only with `--jwt-enabled`. Strict PEM and DER
+//! framing for everything read is in [`encoding`]. Pure data and crypto: no
 //! file or network I/O (that belongs to [`crate::store`]).
 
+pub mod encoding;
 mod generate;
 pub mod jwt;
 mod keys;

@@ -1,7 +1,10 @@
 //! Certificate signing requests: from PEM bytes to the requester's verified public key.
 //!
 //! Only the public key is taken; the subject, SANs and every requested extension are ignored, so
-//! a CSR asking for `CA:true` or extra names gets neither. Weak or unusual keys are refused.
+//! a CSR asking for `CA:true` or extra names gets neither. Weak or unusual keys are refused, and
+//! so are EC keys in compressed form (Go's crypto/x509, in every daprd, cannot parse a
+//! certificate carrying one). The size is checked before any parsing, the PEM must be exactly one
+//! block and the DER's lengths minimal ([`crate::bundle::encoding`]).
 
 use rcgen::{PublicKeyData, SignatureAlgorithm};
 use x509_parser::certification_request::X509CertificationRequest;
@@ -13,17 +16,28 @@ use x509_parser::oid_registry::{
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 
+use crate::bundle::encoding;
+
 /// Smallest RSA modulus accepted from a requester.
 pub const MIN_RSA_BITS: usize = 2048;
 /// Largest RSA modulus accepted (bounds the verification cost of one request).
 pub const MAX_RSA_BITS: usize = 8192;
+/// Largest CSR accepted, in bytes of PEM, checked before any decoding: a Dapr CSR is under
+/// 1 KiB and an RSA-8192 one about 3.2 KiB; parsing and hashing cost grows with the size.
+pub const MAX_CSR_BYTES: usize = 8 * 1024;
 
 /// Why a CSR was refused. Every variant maps to `InvalidArgument`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CsrError {
+    /// Larger than [`MAX_CSR_BYTES`].
+    #[error("certificate signing request of {0} bytes is too large (at most {MAX_CSR_BYTES} bytes accepted)")]
+    TooLarge(usize),
     /// No PEM block, or a block of the wrong type.
     #[error("invalid certificate signing request")]
     NotPem,
+    /// Text around the PEM block, or more than one block.
+    #[error("invalid certificate signing request: {0}")]
+    PemFraming(String),
     /// The DER is not a PKCS#10 request.
     #[error("failed to parse certificate signing request: {0}")]
     Parse(String),
@@ -55,10 +69,17 @@ impl PublicKeyData for RequesterKey {
 /// Parses a PEM CSR (`CERTIFICATE REQUEST`, or the legacy `CERTIFICATE` label), checks its key
 /// type and its self-signature, and returns the public key.
 pub fn parse_csr(pem_bytes: &[u8]) -> Result<RequesterKey, CsrError> {
-    let block = pem::parse(pem_bytes).map_err(|_| CsrError::NotPem)?;
+    if pem_bytes.len() > MAX_CSR_BYTES {
+        return Err(CsrError::TooLarge(pem_bytes.len()));
+    }
+    if pem::parse(pem_bytes).is_err() {
+        return Err(CsrError::NotPem);
+    }
+    let block = encoding::pem_single(pem_bytes).map_err(CsrError::PemFraming)?;
     if !matches!(block.tag(), "CERTIFICATE REQUEST" | "CERTIFICATE") {
         return Err(CsrError::NotPem);
     }
+    encoding::check_der(block.contents()).map_err(|e| CsrError::Parse(format!("not DER: {e}")))?;
     let (rest, csr) = X509CertificationRequest::from_der(block.contents())
         .map_err(|e| CsrError::Parse(e.to_string()))?;
     if !rest.is_empty() {
@@ -89,17 +110,22 @@ fn accepted_algorithm(
             .as_ref()
             .filter(|p| p.tag() == Tag::Oid)
             .and_then(|p| p.as_oid().ok());
-        return match curve {
-            Some(c) if c == OID_EC_P256 => Ok(&rcgen::PKCS_ECDSA_P256_SHA256),
-            Some(c) if c == OID_NIST_EC_P384 => Ok(&rcgen::PKCS_ECDSA_P384_SHA384),
-            Some(c) => Err(CsrError::UnsupportedKey(format!(
-                "elliptic curve {} (use P-256 or P-384)",
-                short_oid(&c)
-            ))),
-            None => Err(CsrError::UnsupportedKey(
-                "elliptic curve without a named curve".into(),
-            )),
+        let (alg, coordinate) = match curve {
+            Some(c) if c == OID_EC_P256 => (&rcgen::PKCS_ECDSA_P256_SHA256, 32),
+            Some(c) if c == OID_NIST_EC_P384 => (&rcgen::PKCS_ECDSA_P384_SHA384, 48),
+            Some(c) => {
+                return Err(CsrError::UnsupportedKey(format!(
+                    "elliptic curve {} (use P-256 or P-384)",
+                    short_oid(&c)
+                )))
+            }
+            None => {
+                return Err(CsrError::UnsupportedKey(
+                    "elliptic curve without a named curve".into(),
+                ))
+            }
         };
+        return uncompressed_point(&spki.subject_public_key.data, coordinate).map(|()| alg);
     }
     if *oid == OID_PKCS1_RSAENCRYPTION {
         let Ok(PublicKey::RSA(rsa)) = spki.parsed() else {
@@ -122,6 +148,17 @@ fn accepted_algorithm(
         "algorithm {} (use Ed25519, ECDSA P-256/P-384 or RSA)",
         short_oid(oid)
     )))
+}
+
+/// Accepts only an uncompressed SEC 1 point (`04 || X || Y`) with `coordinate`-byte coordinates.
+fn uncompressed_point(point: &[u8], coordinate: usize) -> Result<(), CsrError> {
+    match point.first() {
+        Some(0x04) if point.len() == 1 + 2 * coordinate => Ok(()),
+        Some(0x02 | 0x03) => Err(CsrError::UnsupportedKey(
+            "EC public key in compressed form (send the uncompressed point)".into(),
+        )),
+        _ => Err(CsrError::UnsupportedKey("malformed EC public key".into())),
+    }
 }
 
 /// Longest OID text quoted back to a caller.

@@ -56,15 +56,13 @@ const EC_ALGS: [(&signature::EcdsaSigningAlgorithm, KeyKind); 3] = [
 ];
 
 impl SigningKey {
-    /// Parses the first private key of a PEM text: PKCS#8 `PRIVATE KEY`, SEC1 `EC PRIVATE KEY`
-    /// or PKCS#1 `RSA PRIVATE KEY` (RSA, ECDSA P-256/P-384/P-521, Ed25519).
+    /// Parses the private key that is the one PEM block of a text: PKCS#8 `PRIVATE KEY`, SEC1
+    /// `EC PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY` (RSA, ECDSA P-256/P-384/P-521, Ed25519).
     pub fn from_pem(pem_text: &[u8]) -> Result<Self, KeyError> {
-        let blocks =
-            pem::parse_many(pem_text).map_err(|e| KeyError::Parse(format!("invalid PEM: {e}")))?;
-        let block = blocks
-            .into_iter()
-            .find(|b| b.tag().ends_with("PRIVATE KEY"))
-            .ok_or_else(|| KeyError::Parse("no PRIVATE KEY PEM block found".into()))?;
+        let block = crate::bundle::encoding::pem_single(pem_text).map_err(KeyError::Parse)?;
+        if !block.tag().ends_with("PRIVATE KEY") {
+            return Err(KeyError::Parse("no PRIVATE KEY PEM block found".into()));
+        }
         let der = block.contents();
         let unsupported = || {
             KeyError::Parse(format!(

@@ -1,4 +1,5 @@
-//! Plain-HTTP endpoints: `/healthz` (200 when ready, else 503) and Prometheus metrics (any path).
+//! Plain-HTTP endpoints: `/healthz` (200 when ready, else 503) and Prometheus metrics (any path),
+//! each on a listener bounded by [`side_listener`](super::side_listener).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use super::side_listener::{self, HEALTHZ, METRICS};
 use crate::telemetry::{Metrics, Readiness};
 
 /// Serves `/healthz` until `shutdown` resolves.
@@ -17,13 +19,11 @@ pub async fn serve_healthz(
     listener: TcpListener,
     readiness: Readiness,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .with_state(readiness);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    side_listener::serve("healthz", listener, app, None, HEALTHZ, shutdown).await;
 }
 
 async fn healthz(State(readiness): State<Readiness>) -> StatusCode {
@@ -39,11 +39,9 @@ pub async fn serve_metrics(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) {
     let app = Router::new().fallback(get(render)).with_state(metrics);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    side_listener::serve("metrics", listener, app, None, METRICS, shutdown).await;
 }
 
 async fn render(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {

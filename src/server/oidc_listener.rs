@@ -1,25 +1,19 @@
 //! The OIDC server's listener: plain HTTP/1.1 or TLS (rustls, TLS ≥ 1.2) from the configured
-//! certificate and key files, each connection bounded by a handshake and header-read timeout.
+//! certificate and key files, each connection bounded as [`side_listener`](super::side_listener)
+//! does for every HTTP listener.
 
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, warn};
 
+use super::side_listener::{self, OIDC};
 use crate::config::OidcTls;
-
-/// Bound on the TLS handshake and on reading the request headers.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the TLS files could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -53,54 +47,13 @@ pub fn load_tls(tls: &OidcTls) -> Result<TlsAcceptor, OidcTlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves `router` on `listener` (over TLS when `tls` is set) until `shutdown` resolves.
+/// Serves `router` on `listener` (over TLS when `tls` is set) until `shutdown` resolves, within
+/// the [`OIDC`] bounds.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let service = TowerToHyperService::new(router);
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, _peer) = tokio::select! {
-            () = &mut shutdown => return,
-            res = listener.accept() => match res {
-                Ok(conn) => conn,
-                Err(e) => {
-                    warn!(error = %e, "OIDC accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let service = service.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            match tls {
-                None => serve_conn(tcp, service).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(READ_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => serve_conn(stream, service).await,
-                        Ok(Err(e)) => debug!(error = %e, "OIDC TLS handshake failed"),
-                        Err(_) => debug!("OIDC TLS handshake timed out"),
-                    }
-                }
-            }
-        });
-    }
-}
-
-async fn serve_conn<S>(stream: S, service: TowerToHyperService<Router>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let result = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(READ_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
-    if let Err(e) = result {
-        debug!(error = %e, "OIDC connection ended with an error");
-    }
+    side_listener::serve("oidc", listener, router, tls, OIDC, shutdown).await;
 }

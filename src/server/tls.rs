@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use super::conn_limit::Limited;
 use crate::ca::{Ca, IssueError};
 use crate::spiffe::SpiffeId;
+use crate::telemetry::handshakes::{self, Kind};
 use crate::telemetry::Metrics;
 
 /// Why the serving certificate could not be issued.
@@ -168,10 +169,12 @@ pub fn spawn_accept_loop(
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                if let Ok(Ok(tls)) =
-                    tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await
-                {
-                    let _ = tx.send(Ok(Limited::new(tls, permit, idle_timeout))).await;
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(Limited::new(tls, permit, idle_timeout))).await;
+                    }
+                    Ok(Err(e)) => handshakes::record(Kind::of(&e)),
+                    Err(_) => handshakes::record(Kind::Timeout),
                 }
             });
         }

@@ -3,6 +3,7 @@
 //! JWKS beside it ([`jwt`]: files in [`jwt_file`], Secret/ConfigMap keys in [`jwt_kube`]); how a
 //! running Sentry learns that the store changed ([`changes`]). Reads and writes raw bundle bytes
 //! plus Sentry's custody data (the root key and the rotation journal); never signs anything.
+//! Key files with loose permissions are found by [`perms`].
 
 pub mod changes;
 pub mod file;
@@ -10,6 +11,7 @@ pub mod jwt;
 pub mod jwt_file;
 pub mod jwt_kube;
 pub mod kube;
+pub mod perms;
 pub mod rbac;
 
 use std::path::PathBuf;

@@ -17,7 +17,10 @@ pub fn init(opts: &LogOptions) -> std::io::Result<()> {
         LogLevel::Error | LogLevel::Fatal => "error",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{level},h2=warn,hyper=warn,tower=warn,rustls=warn"))
+        EnvFilter::new(format!(
+            "{level},h2=warn,hyper=warn,tower=warn,{}",
+            super::handshakes::LOG_DIRECTIVE
+        ))
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

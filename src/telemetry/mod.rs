@@ -1,6 +1,8 @@
 //! Telemetry: logs ([`logging`]), Prometheus metrics with Dapr's names ([`metrics`]) and the
-//! readiness that `/healthz` reports ([`health`]).
+//! readiness that `/healthz` reports ([`health`]); failed TLS handshakes summarised in one line
+//! per interval ([`handshakes`]).
 
+pub mod handshakes;
 pub mod health;
 pub mod logging;
 pub mod metrics;

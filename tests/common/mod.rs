@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod hostile;
 pub mod kubelet;
 
 use std::io::{Read, Write};
@@ -46,6 +47,10 @@ pub struct Opts {
     pub env: Vec<(String, String)>,
     /// Contents of a Configuration YAML passed with --config.
     pub config_yaml: Option<String>,
+    /// Open-files limit (soft and hard) to start the process with.
+    pub nofile: Option<u64>,
+    /// Log as an operator's default flags do (no `RUST_LOG`).
+    pub default_log: bool,
 }
 
 impl Opts {
@@ -65,6 +70,16 @@ impl Opts {
         self.config_yaml = Some(yaml.to_owned());
         self
     }
+    /// Starts the process with `RLIMIT_NOFILE` = `n` (via `prlimit`).
+    pub fn nofile(mut self, n: u64) -> Self {
+        self.nofile = Some(n);
+        self
+    }
+    /// Leaves `RUST_LOG` unset, so the default log filter applies.
+    pub fn default_log(mut self) -> Self {
+        self.default_log = true;
+        self
+    }
     /// A Configuration with the given TTL and skew.
     pub fn mtls(self, ttl: &str, skew: &str) -> Self {
         self.config(&format!(
@@ -81,7 +96,14 @@ fn command(
     opts: &Opts,
     log: &Path,
 ) -> Command {
-    let mut cmd = Command::new(SENTRY);
+    let mut cmd = match opts.nofile {
+        None => Command::new(SENTRY),
+        Some(n) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={n}:{n}")).arg("--").arg(SENTRY);
+            c
+        }
+    };
     cmd.arg("--issuer-credentials")
         .arg(creds)
         .args([
@@ -106,6 +128,9 @@ fn command(
         .stdin(Stdio::null());
     for (k, v) in &opts.env {
         cmd.env(k, v);
+    }
+    if opts.default_log {
+        cmd.env_remove("RUST_LOG");
     }
     if let Ok(f) = std::fs::File::create(log) {
         if let Ok(f2) = f.try_clone() {
@@ -451,6 +476,27 @@ pub async fn tls_connect(
         .unwrap();
     let chain = rec.0.lock().unwrap().clone();
     (tls, chain)
+}
+
+/// The Go crypto/x509 verifier (tests/x509verify), built once per target directory.
+pub fn go_verifier() -> PathBuf {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("x509verify");
+    if !out.exists() {
+        run_ok(
+            Command::new("go")
+                .args(["build", "-o"])
+                .arg(&out)
+                .arg(".")
+                .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/x509verify")),
+        );
+    }
+    out
+}
+
+/// Verifies `chain` (PEM, leaf first) against `anchors` with Go's crypto/x509, requiring the
+/// leaf's URI SAN to be `id`; returns the verifier's output.
+pub fn go_verify(anchors: &Path, chain: &Path, id: &str) -> String {
+    run_ok(Command::new(go_verifier()).arg(anchors).arg(chain).arg(id))
 }
 
 /// Runs a command and asserts success, returning stdout.
