@@ -1,6 +1,6 @@
 //! Clients that never open their flow-control window (SETTINGS_INITIAL_WINDOW_SIZE = 0): 200
-//! connections × 128 SignCertificate calls at the default limits. Responses hold their in-flight slots until written, so the fair shares shed
-//! the rest at once; a response the peer does not read within the write timeout is reset
+//! connections × 128 SignCertificate calls at the default limits. Responses hold their in-flight
+//! slots until written, so the fair shares shed the rest at once; a response the peer does not read within the write timeout is reset
 //! (RST_STREAM CANCEL); the server's resident memory stays under 256 MiB during the attack and
 //! comes down after it, while a good client keeps being served.
 
