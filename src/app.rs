@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
 use tower::util::MapResponseLayer;
 use tracing::{info, warn};
 
@@ -204,13 +205,15 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
         .max(1);
     info!(max_connections, max_in_flight = limits.max_in_flight, peer_rate = ?limits.peer_rate, "Capacity limits");
     let connections = Arc::new(Semaphore::new(max_connections));
+    let write_timeout = limits.response_write_timeout;
     let incoming = ReceiverStream::new(tls::spawn_accept_loop(
         grpc,
         acceptor,
         connections,
         limits.handshake_timeout,
         limits.idle_timeout,
-    ));
+    ))
+    .map(move |conn| conn.map(|c| c.with_write_timeout(write_timeout)));
     readiness.set_ready(Target::GrpcServer);
 
     // On SIGTERM/SIGINT: report not ready, stop accepting, let in-flight requests finish (bounded

@@ -4,16 +4,14 @@
 mod common;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::attack::{allow_open_files, client_from};
 use common::*;
-use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use sentry::bundle::KeyType;
-use sentry::pb::ca_client::CaClient;
-use tonic::transport::{Channel, Endpoint};
 
 const SENTRY_ID: &str = "spiffe://localhost/ns/default/dapr-sentry";
 
@@ -84,19 +82,6 @@ async fn over_the_in_flight_bound_requests_are_shed_then_served_again() {
     conn.abort();
 }
 
-/// Raises this process's open-files limit so it can hold `n` sockets (the child inherits it).
-fn allow_open_files(n: u64) {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let mut lim = getrlimit(Resource::Nofile);
-    let max = lim.maximum.unwrap_or(u64::MAX);
-    assert!(
-        max >= n,
-        "this test needs {n} open files; the hard limit (ulimit -Hn) is {max}"
-    );
-    lim.current = Some(max);
-    setrlimit(Resource::Nofile, lim).unwrap();
-}
-
 fn proc_status_kib(pid: u32, key: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     text.lines()
@@ -160,28 +145,6 @@ fn five_thousand_idle_and_slow_connections_leave_sentry_healthy() {
         "peak RSS {hwm_mib} MiB with {N} connections (now {rss_mib} MiB)"
     );
     drop(held);
-}
-
-/// A client whose connections come from `source` (any 127/8 address works on Linux loopback).
-async fn client_from(s: &Sentry, source: [u8; 4]) -> CaClient<Channel> {
-    let tls = Arc::new(sentry::client::tls_config(&s.anchors(), SENTRY_ID).unwrap());
-    let connector = tokio_rustls::TlsConnector::from(tls);
-    let addr = s.grpc;
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let connector = connector.clone();
-            async move {
-                let sock = tokio::net::TcpSocket::new_v4()?;
-                sock.bind(SocketAddr::from((source, 0)))?;
-                let tcp = sock.connect(addr).await?;
-                let name = ServerName::try_from("dapr-sentry").map_err(std::io::Error::other)?;
-                Ok::<_, std::io::Error>(TokioIo::new(connector.connect(name, tcp).await?))
-            }
-        }))
-        .await
-        .unwrap();
-    CaClient::new(channel)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -129,6 +129,9 @@ pub struct Flags {
     /// JWT-SVID and OIDC discovery flags.
     #[command(flatten)]
     pub jwt: JwtFlags,
+    /// HTTP/2 stream bounds.
+    #[command(flatten)]
+    pub streams: super::limits::StreamFlags,
     /// Open gRPC connections at most (beyond Dapr); also capped by the file-descriptor limit.
     #[arg(long, default_value_t = 10_000)]
     pub max_connections: usize,

@@ -4,22 +4,23 @@
 //! to its hard maximum at start-up as Go does, so the health and metrics listeners and the bundle
 //! files always have descriptors left even when the gRPC port is flooded.
 //!
-//! A connection that moves no byte in either direction for the idle timeout is ended (its reads
-//! see end-of-file), so clients that finish the TLS handshake and then fall silent cannot hold
-//! slots for ever. Dapr's clients dial, sign and hang up; a client that keeps a channel open just
-//! reconnects on its next call.
+//! Each connection is also run under the HTTP/2 guard ([`super::h2_guard`]: idle, PING policy,
+//! stalled responses) and carries its own in-flight count ([`super::fair_share`]) to every
+//! request through tonic's connect info.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustix::process::{getrlimit, setrlimit, Resource};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::{Instant, Sleep};
 use tonic::transport::server::Connected;
+
+use super::fair_share::{ConnInfo, ConnSlots};
+use super::h2_guard::{H2Guard, Policy};
 
 /// Descriptors kept free for everything that is not a gRPC connection.
 pub const FD_RESERVE: u64 = 256;
@@ -43,77 +44,56 @@ pub fn fit_to_fd_limit(wanted: usize) -> usize {
     }
 }
 
-/// A connection that gives back its permit when it is dropped, and ends itself once idle.
+/// A connection that gives back its permit when it is dropped, under the HTTP/2 guard.
 #[derive(Debug)]
 pub struct Limited<T> {
-    inner: T,
+    inner: H2Guard<T>,
     _permit: OwnedSemaphorePermit,
-    idle_timeout: Duration,
-    last_active: Instant,
-    /// Fires at `last_active + idle_timeout` or earlier; re-armed lazily when it fires early, so
-    /// the hot path only records the time of each transfer.
-    idle_timer: Pin<Box<Sleep>>,
+    slots: Arc<ConnSlots>,
 }
 
 impl<T> Limited<T> {
-    /// Ties `inner` to `permit`; ends it after `idle_timeout` without traffic.
+    /// Ties `inner` to `permit`; closes it after `idle_timeout` without an open stream.
     pub fn new(inner: T, permit: OwnedSemaphorePermit, idle_timeout: Duration) -> Self {
-        let now = Instant::now();
-        Self {
-            inner,
-            _permit: permit,
+        let policy = Policy {
             idle_timeout,
-            last_active: now,
-            idle_timer: Box::pin(tokio::time::sleep_until(now + idle_timeout)),
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+        };
+        Self {
+            inner: H2Guard::new(inner, policy),
+            _permit: permit,
+            slots: Arc::default(),
         }
     }
 
-    /// True once the connection has been idle for the timeout; otherwise arms the timer to wake
-    /// `cx` when it may be.
-    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        loop {
-            if self.idle_timer.as_mut().poll(cx).is_pending() {
-                return false;
-            }
-            let due = self.last_active + self.idle_timeout;
-            if due <= Instant::now() {
-                return true;
-            }
-            self.idle_timer.as_mut().reset(due);
-        }
-    }
-
-    fn transferred(&mut self, bytes: usize) {
-        if bytes > 0 {
-            self.last_active = Instant::now();
-        }
+    /// Resets responses not written within `write_timeout` (default [`DEFAULT_WRITE_TIMEOUT`]).
+    pub fn with_write_timeout(mut self, write_timeout: Duration) -> Self {
+        self.inner.set_write_timeout(write_timeout);
+        self
     }
 }
+
+/// The response write timeout when none is set.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl<T: Connected> Connected for Limited<T> {
-    type ConnectInfo = T::ConnectInfo;
+    type ConnectInfo = ConnInfo<T::ConnectInfo>;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+        ConnInfo {
+            inner: self.inner.get_ref().connect_info(),
+            slots: self.slots.clone(),
+        }
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Limited<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                self.transferred(buf.filled().len() - before);
-                Poll::Ready(Ok(()))
-            }
-            // Nothing read: end-of-file for the HTTP/2 server, which then closes the connection.
-            Poll::Pending if self.idle_expired(cx) => Poll::Ready(Ok(())),
-            other => other,
-        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
@@ -123,11 +103,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = res {
-            self.transferred(n);
-        }
-        res
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -143,11 +119,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = res {
-            self.transferred(n);
-        }
-        res
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -171,33 +143,5 @@ mod tests {
             assert!((got as u64) + FD_RESERVE <= fds.max(FD_RESERVE + 1));
         }
         assert_eq!(fit_to_fd_limit(10), 10);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn idle_connection_ends_after_the_timeout_since_its_last_byte() {
-        use std::sync::Arc;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        use tokio::sync::Semaphore;
-
-        let slots = Arc::new(Semaphore::new(1));
-        let permit = slots.clone().try_acquire_owned().unwrap();
-        let (server_end, mut client_end) = tokio::io::duplex(64);
-        let mut conn = Limited::new(server_end, permit, Duration::from_secs(10));
-        let start = Instant::now();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(6)).await;
-            client_end.write_all(b"x").await.unwrap();
-            // Held open, silent, until the server side gives up.
-            let mut rest = Vec::new();
-            let _ = client_end.read_to_end(&mut rest).await;
-        });
-        let mut buf = [0u8; 8];
-        assert_eq!(conn.read(&mut buf).await.unwrap(), 1);
-        assert_eq!(start.elapsed(), Duration::from_secs(6));
-        assert_eq!(conn.read(&mut buf).await.unwrap(), 0, "idle: end-of-file");
-        assert_eq!(start.elapsed(), Duration::from_secs(16));
-        assert_eq!(slots.available_permits(), 0);
-        drop(conn);
-        assert_eq!(slots.available_permits(), 1, "slot given back");
     }
 }

@@ -2,16 +2,23 @@
 //! health and metrics endpoints ([`http`]) and OIDC discovery ([`oidc`], [`oidc_listener`]),
 //! all three bounded by [`side_listener`];
 //! capacity protection in front of them: a bound on open connections ([`conn_limit`]) and
-//! admission control with load shedding ([`admission`], [`peer_rate`]); status codes as
-//! gRPC-Go sends them ([`status`]).
+//! admission control with load shedding and fair shares ([`admission`], [`fair_share`],
+//! [`peer_rate`]); the HTTP/2 connection guard ([`h2_guard`], [`h2_frames`]); request bodies and
+//! responses held to their bounds ([`request_body`], [`response_hold`]); status codes and
+//! content-type answers as gRPC-Go sends them ([`status`]).
 
 pub mod admission;
 pub mod conn_limit;
+pub mod fair_share;
 pub mod grpc;
+pub mod h2_frames;
+pub mod h2_guard;
 pub mod http;
 pub mod oidc;
 pub mod oidc_listener;
 pub mod peer_rate;
+pub mod request_body;
+pub mod response_hold;
 pub mod side_listener;
 pub mod status;
 pub mod tls;

@@ -2,6 +2,7 @@
 //! TLS with the crate's own sidecar-style client.
 #![allow(dead_code)]
 
+pub mod attack;
 pub mod cluster;
 pub mod hostile;
 pub mod kubelet;
