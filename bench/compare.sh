@@ -92,9 +92,12 @@ start_server() { # NAME BIN
   cp -r "$work/bundle" "$work/creds-$name"
   for try in 1 2 3; do
     port[$name]=$(free_port); healthz[$name]=$(free_port)
+    # Every load-generator sidecar dials from 127.0.0.1: ours gives that one address the whole
+    # in-flight bound instead of its fair share (in a cluster each pod has its own address).
+    extra=(); [[ $name == sentry-rs ]] && extra=(--max-in-flight-per-peer 1024)
     NAMESPACE=default taskset -c "$SERVER_CORE" "$bin" --issuer-credentials "$work/creds-$name" \
       --port "${port[$name]}" --healthz-port "${healthz[$name]}" --metrics-port "$(free_port)" \
-      --config "$work/config.yaml" >"$work/$name.log" 2>&1 &
+      --config "$work/config.yaml" "${extra[@]}" >"$work/$name.log" 2>&1 &
     pid[$name]=$!
     pids+=("${pid[$name]}")
     if wait_healthy "${healthz[$name]}" && kill -0 "${pid[$name]}" 2>/dev/null; then return 0; fi

@@ -51,10 +51,16 @@ func startServer(name, bin, kubeconfig, workDir string, timeout time.Duration) (
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "--issuer-credentials", creds,
+	args := []string{"--issuer-credentials", creds,
 		"--port", strconv.Itoa(ports[0]), "--healthz-port", strconv.Itoa(ports[1]),
 		"--metrics-port", strconv.Itoa(ports[2]),
-		"--mode", "kubernetes", "--kubeconfig", kubeconfig, "--trust-domain", trustDomain)
+		"--mode", "kubernetes", "--kubeconfig", kubeconfig, "--trust-domain", trustDomain}
+	if name == "ours" {
+		// Every simulated sidecar dials from 127.0.0.1; in a cluster each pod has its own address.
+		// Give the one loopback address the whole in-flight bound instead of its fair share.
+		args = append(args, "--max-in-flight-per-peer", "1024")
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "NAMESPACE="+controlPlaneNS, "DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK=true")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
