@@ -4,13 +4,17 @@
 //!
 //! Beyond Dapr: a pod missing from the cache is fetched live once, and when the token names a pod
 //! UID it must match the pod that exists now (a token of a deleted-and-recreated pod is refused).
+//! A token costs one TokenReview: requests with it share the review in flight (`in_flight`) and
+//! then its cached success for the token's life, at most ten minutes (`review_cache`).
 
 mod cache;
+mod in_flight;
 mod review_cache;
 pub mod token;
 
 use std::sync::Arc;
 
+use futures::FutureExt;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
@@ -39,8 +43,7 @@ pub const CONTROL_PLANE_SERVICES: [&str; 5] =
 /// Validates Kubernetes service-account tokens.
 pub struct KubernetesValidator {
     caches: Caches,
-    reviews: review_cache::ReviewCache,
-    audiences: Vec<String>,
+    reviews: in_flight::Reviews,
     control_plane_namespace: String,
     control_plane_trust_domain: TrustDomain,
 }
@@ -49,13 +52,39 @@ fn deny(msg: impl Into<String>) -> ValidationError {
     ValidationError::Denied(msg.into())
 }
 
+/// One TokenReview of `token` for `audiences`: the service-account username it vouches for.
+async fn token_review(client: Client, audiences: Vec<String>, token: String) -> in_flight::Outcome {
+    let review = TokenReview {
+        spec: TokenReviewSpec {
+            token: Some(token),
+            audiences: Some(audiences),
+        },
+        ..Default::default()
+    };
+    let api: Api<TokenReview> = Api::all(client);
+    let answer = call(api.create(&PostParams::default(), &review))
+        .await
+        .map_err(|e| deny(format!("token review failed: {e}")))?;
+    let status = answer.status.unwrap_or_default();
+    if let Some(err) = status.error.as_deref().filter(|e| !e.is_empty()) {
+        return Err(deny(format!("invalid token: {err}")));
+    }
+    if status.authenticated != Some(true) {
+        return Err(deny("authentication failed"));
+    }
+    Ok(status.user.and_then(|u| u.username).unwrap_or_default())
+}
+
 impl KubernetesValidator {
     /// Starts the caches; `sentry_id` is Sentry's own SPIFFE ID (the second token audience).
     pub fn start(client: Client, sentry_id: &SpiffeId) -> Self {
+        let caches = Caches::start(client);
+        let client = caches.client().clone();
+        let audiences = vec![LEGACY_AUDIENCE.to_owned(), sentry_id.to_string()];
+        let reviewer = move |token| token_review(client.clone(), audiences.clone(), token).boxed();
         Self {
-            caches: Caches::start(client),
-            reviews: Default::default(),
-            audiences: vec![LEGACY_AUDIENCE.to_owned(), sentry_id.to_string()],
+            caches,
+            reviews: in_flight::Reviews::new(Box::new(reviewer)),
             control_plane_namespace: sentry_id.namespace().to_owned(),
             control_plane_trust_domain: sentry_id.trust_domain().clone(),
         }
@@ -66,7 +95,7 @@ impl KubernetesValidator {
         self.caches.wait_ready(API_TIMEOUT).await
     }
 
-    /// The token's service-account username, from the review cache or a TokenReview.
+    /// The token's service-account username, from the review cache or a (shared) TokenReview.
     async fn review(&self, token: &str) -> Result<String, ValidationError> {
         if token.is_empty() {
             return Err(deny(
@@ -76,31 +105,7 @@ impl KubernetesValidator {
         if token.len() > token::MAX_TOKEN_LEN {
             return Err(deny("invalid token: token too large"));
         }
-        if let Some(username) = self.reviews.get(token) {
-            return Ok(username);
-        }
-        let review = TokenReview {
-            spec: TokenReviewSpec {
-                token: Some(token.to_owned()),
-                audiences: Some(self.audiences.clone()),
-            },
-            ..Default::default()
-        };
-        let api: Api<TokenReview> = Api::all(self.caches.client().clone());
-        let answer = call(api.create(&PostParams::default(), &review))
-            .await
-            .map_err(|e| deny(format!("token review failed: {e}")))?;
-        let status = answer.status.unwrap_or_default();
-        if let Some(err) = status.error.as_deref().filter(|e| !e.is_empty()) {
-            return Err(deny(format!("invalid token: {err}")));
-        }
-        if status.authenticated != Some(true) {
-            return Err(deny("authentication failed"));
-        }
-        let username = status.user.and_then(|u| u.username).unwrap_or_default();
-        self.reviews
-            .put(token, username.clone(), token::remaining_life(token));
-        Ok(username)
+        self.reviews.username(token).await
     }
 
     /// The pod named by the token, checked against the token's pod UID when it has one.

@@ -1,18 +1,38 @@
-//! A short-lived cache of successful TokenReviews, keyed by the SHA-256 of the token (tokens are
-//! never stored). A sidecar that retries, or renews with the same projected token, costs no API
-//! call, and keeps getting certificates through a brief API-server outage. Only the token check
-//! is cached: the pod, its UID and its annotations are still checked on every request.
+//! The cache of successful TokenReviews, keyed by the SHA-256 of the token (tokens are never
+//! stored). A sidecar that retries, restarts or renews with the same projected token costs no API
+//! call, and keeps getting certificates through an API-server outage.
+//!
+//! An entry lives as long as the token itself (its `exp` claim), at most [`MAX_REVIEW_TTL`]. That is
+//! safe because only the token check is cached: the pod named by the token, its UID, service
+//! account and annotations are checked on every request, so the token of a deleted pod is refused
+//! by the pod check even while its review is cached. What the cache can hide for up to
+//! [`MAX_REVIEW_TTL`] is a ServiceAccount deleted under a pod that still exists.
+//!
+//! Owns the entries only; who reviews, and one review per token at a time, is `in_flight`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// How long a successful review is reused (never past the token's own expiry).
-pub const REVIEW_TTL: Duration = Duration::from_secs(30);
+use tokio::time::Instant;
+
+/// Longest a successful review is reused, however long the token still lives; also the lifetime
+/// of the review of a token without an `exp` claim (such a token has no pod claim and is refused
+/// after its review anyway).
+pub const MAX_REVIEW_TTL: Duration = Duration::from_secs(10 * 60);
 /// Most entries kept; expired entries are dropped first, then the cache is cleared.
 pub const CAPACITY: usize = 20_000;
 
-type Key = [u8; 32];
+/// The SHA-256 of a token.
+pub type Key = [u8; 32];
+
+/// The cache key of `token`.
+pub fn key(token: &str) -> Key {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut k = [0u8; 32];
+    k.copy_from_slice(digest.as_ref());
+    k
+}
 
 /// Successful reviews: token hash → (service-account username, valid until).
 #[derive(Default)]
@@ -20,26 +40,19 @@ pub struct ReviewCache {
     entries: Mutex<HashMap<Key, (String, Instant)>>,
 }
 
-fn key(token: &str) -> Key {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    let mut k = [0u8; 32];
-    k.copy_from_slice(digest.as_ref());
-    k
-}
-
 impl ReviewCache {
-    /// The username of a still-valid cached review of `token`.
-    pub fn get(&self, token: &str) -> Option<String> {
+    /// The username of a still-valid cached review of the token with this key.
+    pub fn get(&self, key: &Key) -> Option<String> {
         let entries = self.entries.lock().ok()?;
         entries
-            .get(&key(token))
+            .get(key)
             .filter(|(_, until)| *until > Instant::now())
             .map(|(user, _)| user.clone())
     }
 
     /// Remembers a successful review; `expires_in` is the token's remaining life, if known.
-    pub fn put(&self, token: &str, username: String, expires_in: Option<Duration>) {
-        let ttl = expires_in.map_or(REVIEW_TTL, |e| e.min(REVIEW_TTL));
+    pub fn put(&self, key: Key, username: String, expires_in: Option<Duration>) {
+        let ttl = expires_in.map_or(MAX_REVIEW_TTL, |e| e.min(MAX_REVIEW_TTL));
         if ttl.is_zero() {
             return;
         }
@@ -53,7 +66,7 @@ impl ReviewCache {
                 entries.clear();
             }
         }
-        entries.insert(key(token), (username, Instant::now() + ttl));
+        entries.insert(key, (username, Instant::now() + ttl));
     }
 }
 
@@ -61,17 +74,37 @@ impl ReviewCache {
 mod tests {
     use super::*;
 
+    const USER: &str = "system:serviceaccount:ns:sa";
+
     #[test]
-    fn hit_miss_and_expiry() {
+    fn hit_miss_and_expired_token() {
         let c = ReviewCache::default();
-        assert_eq!(c.get("t"), None);
-        c.put("t", "system:serviceaccount:ns:sa".into(), None);
-        assert_eq!(c.get("t").as_deref(), Some("system:serviceaccount:ns:sa"));
-        assert_eq!(c.get("u"), None);
-        c.put("short", "x".into(), Some(Duration::ZERO));
-        assert_eq!(c.get("short"), None, "an expired token is never cached");
-        c.put("brief", "x".into(), Some(Duration::from_millis(1)));
-        std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(c.get("brief"), None);
+        assert_eq!(c.get(&key("t")), None);
+        c.put(key("t"), USER.into(), None);
+        assert_eq!(c.get(&key("t")).as_deref(), Some(USER));
+        assert_eq!(c.get(&key("u")), None);
+        c.put(key("short"), "x".into(), Some(Duration::ZERO));
+        assert_eq!(
+            c.get(&key("short")),
+            None,
+            "an expired token is never cached"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lives_as_long_as_the_token_at_most_the_cap() {
+        let c = ReviewCache::default();
+        c.put(key("2min"), USER.into(), Some(Duration::from_secs(120)));
+        c.put(key("2h"), USER.into(), Some(Duration::from_secs(7200)));
+        c.put(key("no-exp"), USER.into(), None);
+        tokio::time::advance(Duration::from_secs(119)).await;
+        assert!(c.get(&key("2min")).is_some());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(c.get(&key("2min")), None, "never past the token's expiry");
+        tokio::time::advance(MAX_REVIEW_TTL - Duration::from_secs(121)).await;
+        assert!(c.get(&key("2h")).is_some() && c.get(&key("no-exp")).is_some());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(c.get(&key("2h")), None, "capped at MAX_REVIEW_TTL");
+        assert_eq!(c.get(&key("no-exp")), None);
     }
 }
