@@ -1,7 +1,8 @@
-//! Telemetry: logs ([`logging`]), Prometheus metrics with Dapr's names ([`metrics`]) and the
+//! Telemetry: logs ([`logging`], in Dapr's line format: [`log_format`]), Prometheus metrics with Dapr's names ([`metrics`]) and the
 //! readiness that `/healthz` reports ([`health`]).
 
 pub mod health;
+pub mod log_format;
 pub mod logging;
 pub mod metrics;
 
