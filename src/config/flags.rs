@@ -241,7 +241,8 @@ mod tests {
 
     #[test]
     fn every_bool_flag_takes_go_parse_bool_spellings_after_equals() {
-        let flags: [(&str, fn(&Flags) -> bool); 6] = [
+        type Get = fn(&Flags) -> bool;
+        let flags: [(&str, Get); 6] = [
             ("log-as-json", |f| f.log_as_json),
             ("enable-metrics", |f| f.enable_metrics),
             ("auto-rotate-root", |f| f.auto_rotate_root),
