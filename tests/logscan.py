@@ -46,7 +46,7 @@ def main() -> int:
     for path in logs:
         text = path.read_text(errors="replace")
         lines += text.count("\n")
-        debug_logs += "DEBUG" in text or '"level":"DEBUG"' in text
+        debug_logs += "level=debug" in text or '"level":"debug"' in text
         secrets_file = path.with_suffix(".secrets")
         secrets = secrets_file.read_text().splitlines() if secrets_file.exists() else []
         for what in findings(text, secrets):

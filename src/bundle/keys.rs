@@ -1,6 +1,8 @@
-//! Key material of the trust bundle: key algorithms for a generated CA, and private-key PEM
-//! parsing (PKCS#8, SEC1 `EC PRIVATE KEY`, PKCS#1 `RSA PRIVATE KEY`).
+//! Key material of the trust bundle: key algorithms for a generated CA, private-key PEM parsing
+//! (PKCS#8 v1 or v2, SEC1 `EC PRIVATE KEY`, PKCS#1 `RSA PRIVATE KEY`), and the encoding Sentry
+//! writes: PKCS#8 v1 `PRIVATE KEY`, as Go's `x509.MarshalPKCS8PrivateKey` does.
 
+use aws_lc_rs::signature::Ed25519KeyPair;
 use clap::ValueEnum;
 use rcgen::{KeyPair, PublicKeyData};
 
@@ -50,9 +52,24 @@ pub fn parse_private_key(pem_text: &str) -> Result<KeyPair, String> {
         .map_err(|_| format!("unsupported or malformed private key ({})", block.tag()))
 }
 
-/// PKCS#8 PEM of a key pair (what Sentry writes for keys it generates).
+/// PKCS#8 v1 PEM of a key pair (what Sentry writes for keys it generates).
 pub fn to_pkcs8_pem(key: &KeyPair) -> String {
-    super::pem_block(PKCS8_LABEL, key.serialized_der())
+    super::pem_block(PKCS8_LABEL, &pkcs8_v1(key))
+}
+
+/// RFC 5208 `PrivateKeyInfo` DER. aws-lc-rs generates Ed25519 keys as RFC 5958 v2 (with the
+/// public key), which OpenSSL 3.0's `openssl pkey` refuses; ECDSA and RSA keys already are v1.
+fn pkcs8_v1(key: &KeyPair) -> Vec<u8> {
+    let der = key.serialized_der();
+    if key.algorithm() == &rcgen::PKCS_ED25519 {
+        let v1 = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+            .ok()
+            .and_then(|k| k.to_pkcs8v1().ok());
+        if let Some(v1) = v1 {
+            return v1.as_ref().to_vec();
+        }
+    }
+    der.to_vec()
 }
 
 /// The raw public key bytes (the SubjectPublicKeyInfo bit string) of a key pair.
@@ -64,8 +81,20 @@ pub fn public_key_bits(key: &KeyPair) -> &[u8] {
 mod tests {
     use super::*;
 
+    /// `PrivateKeyInfo.version` is the first INTEGER: 0 for v1, 1 for v2.
+    fn pkcs8_version(pem_text: &str) -> u8 {
+        let der = pem::parse(pem_text).unwrap().into_contents();
+        let start = if der[1] & 0x80 != 0 {
+            2 + (der[1] & 0x7f) as usize
+        } else {
+            2
+        };
+        assert_eq!(&der[start..start + 2], [0x02, 0x01], "version INTEGER");
+        der[start + 2]
+    }
+
     #[test]
-    fn every_key_type_round_trips_through_pem() {
+    fn every_key_type_is_written_as_pkcs8_v1_and_round_trips() {
         for kt in [
             KeyType::Ed25519,
             KeyType::EcdsaP256,
@@ -74,9 +103,24 @@ mod tests {
         ] {
             let key = kt.generate().unwrap();
             let pem_text = to_pkcs8_pem(&key);
+            assert!(
+                pem_text.starts_with("-----BEGIN PRIVATE KEY-----\n"),
+                "{kt:?}"
+            );
+            assert_eq!(pkcs8_version(&pem_text), 0, "{kt:?}");
             let back = parse_private_key(&pem_text).unwrap();
             assert_eq!(public_key_bits(&back), public_key_bits(&key), "{kt:?}");
         }
+    }
+
+    #[test]
+    fn pkcs8_v2_ed25519_still_loads() {
+        let key = KeyType::Ed25519.generate().unwrap();
+        let v2 = super::super::pem_block(PKCS8_LABEL, key.serialized_der());
+        assert_eq!(pkcs8_version(&v2), 1);
+        let back = parse_private_key(&v2).unwrap();
+        assert_eq!(public_key_bits(&back), public_key_bits(&key));
+        assert_eq!(to_pkcs8_pem(&back), to_pkcs8_pem(&key));
     }
 
     #[test]

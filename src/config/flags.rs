@@ -85,17 +85,17 @@ pub struct Flags {
     /// Key algorithm for a generated root and issuer (beyond Dapr, which always uses Ed25519).
     #[arg(long, value_enum, default_value_t = KeyType::Ed25519)]
     pub key_type: KeyType,
-    /// Log level.
-    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    /// Log level (any case, as Dapr).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
     /// Write logs to this file instead of standard output.
     #[arg(long)]
     pub log_file: Option<PathBuf>,
     /// Logs as JSON lines.
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", value_parser = go_bool)]
     pub log_as_json: bool,
     /// Serve Prometheus metrics.
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_value_t = true, default_missing_value = "true", value_parser = go_bool)]
     pub enable_metrics: bool,
     /// Metrics port.
     #[arg(long, default_value_t = 9090)]
@@ -113,7 +113,7 @@ pub struct Flags {
     #[arg(long, default_value_t = 1.0 / 3.0, value_parser = fraction_arg)]
     pub renew_when_remaining: f64,
     /// Rotate the root automatically before it expires, when Sentry holds the root key.
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_value_t = true, default_missing_value = "true", value_parser = go_bool)]
     pub auto_rotate_root: bool,
     /// Wait between publishing a new root and signing with its issuer (default: workloadCertTTL +
     /// allowedClockSkew, so every live client has fetched the new anchors).
@@ -154,6 +154,22 @@ pub struct Flags {
     /// Time an established gRPC connection may stay silent before it is closed (beyond Dapr).
     #[arg(long, default_value = "60s", value_parser = duration_arg)]
     pub connection_idle_timeout: Duration,
+    /// Arguments that are not flags. Dapr's flag parser leaves them unused, so they are ignored
+    /// with a warning: the `false` of `--enable-metrics false` (a boolean flag takes a value only
+    /// as `--flag=value`, so this form enables metrics, as in Dapr).
+    #[arg(hide = true)]
+    pub ignored_args: Vec<String>,
+}
+
+/// A boolean flag value as Go's `strconv.ParseBool` reads it.
+pub fn go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!(
+            "{s:?} is not a boolean (accepted: 1 t T TRUE true True 0 f F FALSE false False)"
+        )),
+    }
 }
 
 fn duration_arg(s: &str) -> Result<Duration, String> {
@@ -190,6 +206,12 @@ pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
 mod tests {
     use super::*;
 
+    fn parse(args: &[&str]) -> Flags {
+        let mut all = vec!["sentry".to_owned()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        Flags::try_parse_from(normalize_args(all)).unwrap()
+    }
+
     #[test]
     fn single_dash_flags() {
         let args = normalize_args(
@@ -219,7 +241,84 @@ mod tests {
         assert_eq!(flags.healthz_port, 8);
         assert!(flags.log_as_json);
         assert!(flags.enable_metrics);
-        let flags = Flags::try_parse_from(["sentry", "--enable-metrics=false"]).unwrap();
-        assert!(!flags.enable_metrics);
+    }
+
+    const TRUE: [&str; 6] = ["1", "t", "T", "TRUE", "true", "True"];
+    const FALSE: [&str; 6] = ["0", "f", "F", "FALSE", "false", "False"];
+
+    #[test]
+    fn every_bool_flag_takes_go_parse_bool_spellings_after_equals() {
+        type Get = fn(&Flags) -> bool;
+        let flags: [(&str, Get); 6] = [
+            ("log-as-json", |f| f.log_as_json),
+            ("enable-metrics", |f| f.enable_metrics),
+            ("auto-rotate-root", |f| f.auto_rotate_root),
+            ("jwt-enabled", |f| f.jwt.jwt_enabled),
+            ("oidc-enabled", |f| f.jwt.oidc_enabled),
+            ("oidc-server-tls-enabled", |f| f.jwt.oidc_server_tls_enabled),
+        ];
+        for (name, get) in flags {
+            for dashes in ["-", "--"] {
+                for v in TRUE {
+                    assert!(get(&parse(&[&format!("{dashes}{name}={v}")])), "{name}={v}");
+                }
+                for v in FALSE {
+                    assert!(
+                        !get(&parse(&[&format!("{dashes}{name}={v}")])),
+                        "{name}={v}"
+                    );
+                }
+                assert!(get(&parse(&[&format!("{dashes}{name}")])), "bare {name}");
+            }
+            for bad in ["yes", "on", "tRUE", "2", ""] {
+                let arg = format!("--{name}={bad}");
+                let err = Flags::try_parse_from(["sentry", &arg]).unwrap_err();
+                assert!(err.to_string().contains("accepted: 1 t T"), "{arg}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_bool_flag_takes_no_separate_value_as_in_go() {
+        // Go's flag parsing: `--enable-metrics false` enables metrics and leaves `false` unused.
+        let flags = parse(&["--enable-metrics", "false", "--metrics-port", "9"]);
+        assert!(flags.enable_metrics);
+        assert_eq!(flags.metrics_port, 9);
+        assert_eq!(flags.ignored_args, ["false"]);
+        let flags = parse(&["--log-as-json", "--log-level", "debug"]);
+        assert!(flags.log_as_json);
+        assert_eq!(flags.log_level, LogLevel::Debug);
+        assert!(flags.ignored_args.is_empty());
+        // Helm's chart form: `--enable-metrics=false`.
+        assert!(!parse(&["--enable-metrics=false"]).enable_metrics);
+    }
+
+    #[test]
+    fn subcommands_still_win_over_ignored_arguments() {
+        let flags = parse(&["ca", "expiry"]);
+        assert!(flags.command.is_some());
+        assert!(flags.ignored_args.is_empty());
+    }
+
+    #[test]
+    fn log_level_in_any_case() {
+        for (v, want) in [
+            ("debug", LogLevel::Debug),
+            ("Debug", LogLevel::Debug),
+            ("DEBUG", LogLevel::Debug),
+            ("info", LogLevel::Info),
+            ("INFO", LogLevel::Info),
+            ("Info", LogLevel::Info),
+            ("warn", LogLevel::Warn),
+            ("WARN", LogLevel::Warn),
+            ("error", LogLevel::Error),
+            ("Error", LogLevel::Error),
+            ("fatal", LogLevel::Fatal),
+            ("FATAL", LogLevel::Fatal),
+        ] {
+            assert_eq!(parse(&["--log-level", v]).log_level, want, "{v}");
+            assert_eq!(parse(&[&format!("-log-level={v}")]).log_level, want, "{v}");
+        }
+        assert!(Flags::try_parse_from(["sentry", "--log-level", "verbose"]).is_err());
     }
 }

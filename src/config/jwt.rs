@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args};
 
+use super::flags::go_bool;
 use super::{parse_go_duration, ConfigError, ListenAddr};
 use crate::bundle::jwt::JwtKeySettings;
-use crate::jose::Algorithm;
+use crate::jose::{Algorithm, ALGORITHMS};
 
 /// Default JWT key file name in the credentials directory.
 pub const DEFAULT_JWT_KEY_FILENAME: &str = "jwt.key";
@@ -19,7 +20,7 @@ pub const DEFAULT_JWKS_FILENAME: &str = "jwks.json";
 #[derive(Debug, Clone, Args)]
 pub struct JwtFlags {
     /// Issue JWT-SVIDs beside X.509 SVIDs (and keep a JWT signing key and JWKS in the bundle).
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", value_parser = go_bool)]
     pub jwt_enabled: bool,
     /// JWT signing key file; only an absolute path overrides `jwt.key` in the credentials
     /// directory (as in Dapr, a relative name is ignored).
@@ -42,7 +43,7 @@ pub struct JwtFlags {
     #[arg(long, default_value = "24h")]
     pub jwt_ttl: String,
     /// Serve OIDC discovery and the JWKS (only together with --jwt-enabled).
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", value_parser = go_bool)]
     pub oidc_enabled: bool,
     /// OIDC server port.
     #[arg(long, default_value_t = 9080)]
@@ -51,7 +52,7 @@ pub struct JwtFlags {
     #[arg(long, default_value = "localhost")]
     pub oidc_server_listen_address: String,
     /// Serve OIDC over TLS (then both TLS file flags are required).
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_value_t = true, default_missing_value = "true", value_parser = go_bool)]
     pub oidc_server_tls_enabled: bool,
     /// OIDC server certificate chain (PEM).
     #[arg(long)]
@@ -128,10 +129,7 @@ pub fn resolve(
         }
         return Ok((None, oidc));
     }
-    let algorithm: Algorithm = flags
-        .jwt_signing_algorithm
-        .parse()
-        .map_err(|e| bad(format!("--jwt-signing-algorithm: {e}")))?;
+    let algorithm = signing_algorithm(&flags.jwt_signing_algorithm)?;
     let ttl = parse_go_duration(&flags.jwt_ttl).map_err(|e| bad(format!("--jwt-ttl: {e}")))?;
     if ttl.is_zero() {
         return Err(bad("--jwt-ttl must be greater than zero".into()));
@@ -150,6 +148,21 @@ pub fn resolve(
         ttl,
     };
     Ok((Some(jwt), oidc))
+}
+
+/// The `--jwt-signing-algorithm` value in any case (`es256`, as Dapr takes it). Dapr also takes
+/// names it cannot sign with here (`HS256`, `none`): one line names the flag and what works.
+fn signing_algorithm(value: &str) -> Result<Algorithm, ConfigError> {
+    ALGORITHMS
+        .into_iter()
+        .find(|a| a.name().eq_ignore_ascii_case(value))
+        .ok_or_else(|| {
+            let accepted: Vec<&str> = ALGORITHMS.iter().map(|a| a.name()).collect();
+            ConfigError::Flag(format!(
+                "--jwt-signing-algorithm {value:?} is not supported; accepted (any case): {}",
+                accepted.join(", ")
+            ))
+        })
 }
 
 /// Dapr's quirk: an absolute name overrides the path, a relative one is ignored.
@@ -222,6 +235,32 @@ mod tests {
         all.extend_from_slice(args);
         let flags = Flags::try_parse_from(all).unwrap();
         resolve(&flags.jwt, Path::new("/creds"))
+    }
+
+    #[test]
+    fn signing_algorithm_in_any_case() {
+        for a in ALGORITHMS {
+            for v in [
+                a.name().to_owned(),
+                a.name().to_lowercase(),
+                a.name().to_uppercase(),
+            ] {
+                let arg = format!("--jwt-signing-algorithm={v}");
+                let (jwt, _) = resolve_args(&["--jwt-enabled", &arg]).unwrap();
+                assert_eq!(jwt.unwrap().key.algorithm, a, "{v}");
+            }
+        }
+        for v in ["HS256", "hs512", "none", ""] {
+            let err = resolve_args(&["--jwt-enabled", "--jwt-signing-algorithm", v])
+                .unwrap_err()
+                .to_string();
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.starts_with("--jwt-signing-algorithm"), "{err}");
+            assert!(
+                err.contains("RS256, RS384") && err.contains("EdDSA"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -152,6 +152,8 @@ pub struct LogOptions {
     pub file: Option<PathBuf>,
     /// JSON lines instead of text.
     pub json: bool,
+    /// Warnings about the command line, logged once the logger is installed.
+    pub notices: Vec<String>,
 }
 
 impl LogOptions {
@@ -161,6 +163,15 @@ impl LogOptions {
             level: flags.log_level,
             file: flags.log_file.clone(),
             json: flags.log_as_json,
+            notices: flags
+                .ignored_args
+                .iter()
+                .map(|a| {
+                    format!(
+                        "ignoring argument {a:?}: not a flag (a boolean flag takes a value only as --flag=value, as in Dapr)"
+                    )
+                })
+                .collect(),
         }
     }
 }

@@ -1,9 +1,10 @@
-//! Telemetry: logs ([`logging`]), Prometheus metrics with Dapr's names ([`metrics`]) and the
-//! readiness that `/healthz` reports ([`health`]); failed TLS handshakes summarised in one line
-//! per interval ([`handshakes`]).
+//! Telemetry: logs ([`logging`], in Dapr's line format: [`log_format`]), Prometheus metrics with
+//! Dapr's names ([`metrics`]) and the readiness that `/healthz` reports ([`health`]); failed TLS
+//! handshakes summarised in one line per interval ([`handshakes`]).
 
 pub mod handshakes;
 pub mod health;
+pub mod log_format;
 pub mod logging;
 pub mod metrics;
 
