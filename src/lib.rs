@@ -26,9 +26,8 @@ pub mod store;
 pub mod telemetry;
 pub mod validator;
 
-/// Generated protobuf/gRPC code for `dapr.proto.sentry.v1` (checked in; `tests/proto_generated.rs`
-/// regenerates it from `proto/` and fails on any difference).
+/// Generated protobuf/gRPC code for `dapr.proto.sentry.v1` (build.rs, with protox: no protoc).
 #[allow(missing_docs, clippy::all)]
 pub mod pb {
-    include!("pb/dapr.proto.sentry.v1.rs");
+    tonic::include_proto!("dapr.proto.sentry.v1");
 }
