@@ -44,10 +44,8 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Resolves the configuration (from a file, or from the API server in Kubernetes mode) and runs
 /// Sentry until a shutdown signal arrives.
 pub async fn run(flags: Flags, namespace_env: Option<String>) -> anyhow::Result<()> {
-    info!(
-        version = env!("CARGO_PKG_VERSION"),
-        "Starting Dapr Sentry certificate authority (sentry-rs)"
-    );
+    // Every line already carries the version as `ver` (Dapr's log schema).
+    info!("Starting Dapr Sentry certificate authority (sentry-rs)");
     match flags.mode {
         Mode::Standalone => {
             let loaded =
