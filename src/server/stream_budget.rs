@@ -1,7 +1,7 @@
 //! The bound on HTTP/2 streams that peers have opened and Sentry has not yet answered, over all
 //! gRPC connections. Every such stream costs memory before any handler sees it (its decoded
 //! headers, h2's stream state, hyper's task): 1,000 connections × 128 streams arriving faster
-//! than two cores can shed them would hold about 200 MB. While the total is at the bound, the
+//! than two cores can shed them held 100–300 MB. While the total is at the bound, the
 //! HTTP/2 guard ([`super::h2_guard`]) stops reading from connections that already have
 //! [`ALWAYS_READ_BELOW`] streams open, so their further frames wait in the kernel (and TCP pushes
 //! back on the sender) instead of in Sentry's heap; a connection with fewer open streams (every
