@@ -25,7 +25,7 @@ const RSS_BOUND_MIB: u64 = 256;
 const RSS_LEFT_AFTER_MIB: u64 = 48;
 /// A good request's deadline (a fresh connection and a call): generous, as the attacker's 1,000
 /// TLS handshakes share two cores with Sentry (a debug build here) and the good client. Measured
-/// on a loaded 2-core machine, five runs each: the slowest good request took 2.4 to 5.3 s (a
+/// on a loaded 2-core machine, three runs each: the slowest good request took 1.7 to 5.3 s (a
 /// release build: 145 ms). The resident-memory bound is the hard assert.
 const GOOD_DEADLINE_UNDER_ATTACK: Duration = Duration::from_secs(15);
 /// The attacker's own bound on waiting for its calls to end.
