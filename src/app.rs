@@ -25,9 +25,11 @@ use crate::rotation::{self, Rotator};
 use crate::server::admission::Admission;
 use crate::server::conn_limit;
 use crate::server::grpc::{CaService, ControlPlane};
+use crate::server::heap_trim;
 use crate::server::http;
 use crate::server::side_listener;
 use crate::server::status;
+use crate::server::stream_budget::StreamBudget;
 use crate::server::tls::{self, ServingCert};
 use crate::store::changes::Changes;
 use crate::store::file::FileStore;
@@ -40,6 +42,10 @@ use crate::validator::Validators;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 streams opened by peers and not yet answered, over all connections, per admitted
+/// request (`--max-in-flight-requests`): every stream beyond the in-flight bound is shed, so this
+/// keeps a queue for the shedding and no more ([`crate::server::stream_budget`]).
+pub const OPEN_STREAMS_PER_IN_FLIGHT: usize = 4;
 
 /// Resolves the configuration (from a file, or from the API server in Kubernetes mode) and runs
 /// Sentry until a shutdown signal arrives.
@@ -203,6 +209,7 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
         .max(1);
     info!(max_connections, max_in_flight = limits.max_in_flight, peer_rate = ?limits.peer_rate, "Capacity limits");
     let connections = Arc::new(Semaphore::new(max_connections));
+    heap_trim::spawn();
     let write_timeout = limits.response_write_timeout;
     let incoming = ReceiverStream::new(tls::spawn_accept_loop(
         grpc,
@@ -210,6 +217,11 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
         connections,
         limits.handshake_timeout,
         limits.idle_timeout,
+        StreamBudget::new(
+            limits
+                .max_in_flight
+                .saturating_mul(OPEN_STREAMS_PER_IN_FLIGHT),
+        ),
     ))
     .map(move |conn| conn.map(|c| c.with_write_timeout(write_timeout)));
     readiness.set_ready(Target::GrpcServer);

@@ -5,8 +5,8 @@
 //! files always have descriptors left even when the gRPC port is flooded.
 //!
 //! Each connection is also run under the HTTP/2 guard ([`super::h2_guard`]: idle, PING policy,
-//! stalled responses) and carries its own in-flight count ([`super::fair_share`]) to every
-//! request through tonic's connect info.
+//! stalled responses), carries its own in-flight count ([`super::fair_share`]) to every
+//! request through tonic's connect info, and is counted while open for [`super::heap_trim`].
 
 use std::io;
 use std::pin::Pin;
@@ -21,6 +21,8 @@ use tonic::transport::server::Connected;
 
 use super::fair_share::{ConnInfo, ConnSlots};
 use super::h2_guard::{H2Guard, Policy};
+use super::heap_trim;
+use super::stream_budget::StreamBudget;
 
 /// Descriptors kept free for everything that is not a gRPC connection.
 pub const FD_RESERVE: u64 = 256;
@@ -49,19 +51,27 @@ pub fn fit_to_fd_limit(wanted: usize) -> usize {
 pub struct Limited<T> {
     inner: H2Guard<T>,
     _permit: OwnedSemaphorePermit,
+    _open: heap_trim::Open,
     slots: Arc<ConnSlots>,
 }
 
 impl<T> Limited<T> {
-    /// Ties `inner` to `permit`; closes it after `idle_timeout` without an open stream.
-    pub fn new(inner: T, permit: OwnedSemaphorePermit, idle_timeout: Duration) -> Self {
+    /// Ties `inner` to `permit`; closes it after `idle_timeout` without an open stream; counts
+    /// its open streams in `streams`.
+    pub fn new(
+        inner: T,
+        permit: OwnedSemaphorePermit,
+        idle_timeout: Duration,
+        streams: Arc<StreamBudget>,
+    ) -> Self {
         let policy = Policy {
             idle_timeout,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
         };
         Self {
-            inner: H2Guard::new(inner, policy),
+            inner: H2Guard::new(inner, policy, streams),
             _permit: permit,
+            _open: heap_trim::Open::count(),
             slots: Arc::default(),
         }
     }

@@ -13,6 +13,9 @@
 //!   the write timeout — a peer that never opens its flow-control window — is reset: the peer
 //!   gets `RST_STREAM(CANCEL)` and h2 is handed the same frame as if the peer had sent it, so h2
 //!   and hyper drop the stream and its buffered response the supported way.
+//! - **Unanswered streams**: each open stream counts in the process-wide
+//!   [`super::stream_budget`]; while it is full, a connection with several streams open is not
+//!   read until answers are written somewhere.
 //!
 //! Frames this layer writes are whole and go in only between two of h2's frames, in either
 //! direction; everything else passes through untouched. Must not parse payloads or change h2's
@@ -30,6 +33,7 @@ use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
 use super::h2_frames::{self as f, FrameCursor, FrameHeader};
+use super::stream_budget::{Reader, StreamBudget};
 
 /// gRPC-Go's `keepalive.EnforcementPolicy.MinTime` default.
 pub const PING_MIN_TIME: Duration = Duration::from_secs(5 * 60);
@@ -83,11 +87,12 @@ pub struct H2Guard<T> {
     /// Set once a GOAWAY is queued: reads end at this instant at the latest.
     closing: Option<Instant>,
     timer: Pin<Box<Sleep>>,
+    budget: Reader,
 }
 
 impl<T> H2Guard<T> {
-    /// Guards `io` under `policy`.
-    pub fn new(io: T, policy: Policy) -> Self {
+    /// Guards `io` under `policy`, its open streams counted in `budget`.
+    pub fn new(io: T, policy: Policy, budget: std::sync::Arc<StreamBudget>) -> Self {
         let now = Instant::now();
         Self {
             io,
@@ -104,6 +109,7 @@ impl<T> H2Guard<T> {
             held: Vec::new(),
             closing: None,
             timer: Box::pin(tokio::time::sleep_until(now + policy.idle_timeout)),
+            budget: Reader::new(budget),
         }
     }
 
@@ -134,8 +140,11 @@ impl<T> H2Guard<T> {
     }
 
     fn stream_closed(&mut self, id: u32, now: Instant) {
-        if self.streams.remove(&id).is_some() && self.streams.is_empty() {
-            self.idle_since = now;
+        if self.streams.remove(&id).is_some() {
+            self.budget.budget().closed(1);
+            if self.streams.is_empty() {
+                self.idle_since = now;
+            }
         }
     }
 
@@ -164,6 +173,7 @@ impl<T> H2Guard<T> {
                 self.last_stream = h.stream;
                 if self.streams.len() < MAX_TRACKED_STREAMS {
                     self.streams.insert(h.stream, None);
+                    self.budget.budget().opened();
                 }
             }
             f::RST_STREAM => self.stream_closed(h.stream, now),
@@ -286,6 +296,12 @@ impl<T> H2Guard<T> {
     }
 }
 
+impl<T> Drop for H2Guard<T> {
+    fn drop(&mut self) {
+        self.budget.budget().closed(self.streams.len());
+    }
+}
+
 impl<T: AsyncWrite + Unpin> H2Guard<T> {
     /// Writes our queued frames if h2 is between frames; Pending from the socket leaves them
     /// queued (the task is woken when it can write).
@@ -343,6 +359,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for H2Guard<T> {
                 me.held.drain(..n);
                 me.read(buf, from);
                 return Poll::Ready(Ok(()));
+            }
+            if me.budget.poll_room(me.streams.len(), cx).is_pending() {
+                // Not read until streams end somewhere; the deadlines still run.
+                if me.poll_timer(cx) {
+                    continue;
+                }
+                return Poll::Pending;
             }
             match Pin::new(&mut me.io).poll_read(cx, buf) {
                 Poll::Ready(Ok(())) => {
@@ -414,5 +437,334 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for H2Guard<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(600);
+    const WRITE: Duration = Duration::from_secs(10);
+
+    fn guard() -> H2Guard<()> {
+        guard_with(IDLE, StreamBudget::new(usize::MAX))
+    }
+
+    fn guard_with(idle_timeout: Duration, budget: std::sync::Arc<StreamBudget>) -> H2Guard<()> {
+        H2Guard::new(
+            (),
+            Policy {
+                idle_timeout,
+                write_timeout: WRITE,
+            },
+            budget,
+        )
+    }
+
+    fn header(kind: u8, flags: u8, stream: u32) -> FrameHeader {
+        FrameHeader {
+            len: 0,
+            kind,
+            flags,
+            stream,
+        }
+    }
+
+    /// The frames in `bytes`: type, stream, payload.
+    fn frames(bytes: &[u8]) -> Vec<(u8, u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut rest = bytes;
+        while rest.len() >= 9 {
+            let len = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+            let stream = u32::from_be_bytes([rest[5], rest[6], rest[7], rest[8]]);
+            out.push((rest[3], stream, rest[9..9 + len].to_vec()));
+            rest = &rest[9 + len..];
+        }
+        assert!(rest.is_empty(), "whole frames only");
+        out
+    }
+
+    /// The GOAWAY queued for the peer: last stream, code, debug text.
+    fn goaway_sent(g: &H2Guard<()>) -> Option<(u32, u32, String)> {
+        frames(&g.to_peer)
+            .into_iter()
+            .find(|f| f.0 == f::GOAWAY)
+            .map(|(_, _, p)| {
+                (
+                    u32::from_be_bytes([p[0], p[1], p[2], p[3]]),
+                    u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+                    String::from_utf8_lossy(&p[8..]).into_owned(),
+                )
+            })
+    }
+
+    fn ping(g: &mut H2Guard<()>, at: Instant) {
+        g.on_peer_frame(header(f::PING, 0, 0), at);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streams_are_followed_in_both_directions() {
+        let mut g = guard();
+        let t0 = Instant::now();
+        g.on_peer_frame(header(f::HEADERS, 0, 1), t0);
+        g.on_peer_frame(header(f::HEADERS, 0, 3), t0);
+        // The client's trailers (or a reused id) open nothing.
+        g.on_peer_frame(header(f::HEADERS, f::END_STREAM, 1), t0);
+        assert_eq!((g.streams.len(), g.last_stream), (2, 3));
+        assert_eq!(g.streams[&1], None, "no response yet");
+
+        let t1 = t0 + Duration::from_secs(1);
+        g.on_h2_frame(header(f::HEADERS, 0, 1), t1);
+        assert_eq!(g.streams[&1], Some(t1), "the response started");
+        g.on_h2_frame(header(f::DATA, 0, 1), t1 + WRITE / 2);
+        assert_eq!(g.streams[&1], Some(t1), "timed from its HEADERS");
+        let t2 = t1 + Duration::from_secs(1);
+        g.on_h2_frame(header(f::DATA, f::END_STREAM, 1), t2);
+        assert!(!g.streams.contains_key(&1), "ended by the response");
+        assert_eq!(g.idle_since, t0, "a stream is still open");
+
+        let t3 = t2 + Duration::from_secs(1);
+        g.on_peer_frame(header(f::RST_STREAM, 0, 3), t3);
+        assert!(g.streams.is_empty());
+        assert_eq!(g.idle_since, t3, "idle from the last stream's end");
+
+        g.on_peer_frame(header(f::HEADERS, 0, 5), t3);
+        g.on_h2_frame(header(f::RST_STREAM, 0, 5), t3);
+        assert!(g.streams.is_empty(), "reset by h2");
+        assert!(goaway_sent(&g).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pings_are_not_activity_for_the_idle_timeout() {
+        let mut g = guard();
+        let t0 = Instant::now();
+        // A PING just before the timeout, spaced as the policy allows for a connection without
+        // streams, does not push the timeout back.
+        ping(&mut g, t0 + IDLE - Duration::from_secs(1));
+        g.on_peer_frame(
+            header(f::PING, f::ACK, 0),
+            t0 + IDLE - Duration::from_secs(1),
+        );
+        assert!(!g.expire(t0 + IDLE - Duration::from_millis(1)));
+        assert!(g.expire(t0 + IDLE), "idle since it was opened");
+        assert_eq!(goaway_sent(&g), Some((0, f::NO_ERROR, "max_idle".into())));
+        assert!(g.closing.is_some());
+        assert!(!g.expire(t0 + IDLE * 2), "closed once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_stream_is_activity() {
+        let mut g = guard();
+        let t0 = Instant::now();
+        g.on_peer_frame(header(f::HEADERS, 0, 1), t0 + IDLE / 2);
+        assert!(!g.expire(t0 + IDLE * 3), "a request still being handled");
+        let ended = t0 + IDLE * 3;
+        g.on_h2_frame(header(f::HEADERS, f::END_STREAM, 1), ended);
+        assert!(!g.expire(ended + IDLE - Duration::from_millis(1)));
+        assert!(g.expire(ended + IDLE));
+        assert_eq!(goaway_sent(&g), Some((1, f::NO_ERROR, "max_idle".into())));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn too_frequent_pings_end_the_connection() {
+        let mut g = guard();
+        let t0 = Instant::now();
+        g.on_peer_frame(header(f::HEADERS, 0, 1), t0);
+        let mut at = t0;
+        for n in 0..=MAX_PING_STRIKES {
+            ping(&mut g, at);
+            assert_eq!(g.pings.strikes, n, "the first PING is free");
+            assert!(goaway_sent(&g).is_none(), "{n} strikes are tolerated");
+            at += Duration::from_secs(1);
+        }
+        ping(&mut g, at);
+        assert_eq!(
+            goaway_sent(&g),
+            Some((1, f::ENHANCE_YOUR_CALM, "too_many_pings".into()))
+        );
+        assert!(g.closing.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pings_spaced_by_the_minimum_time_are_allowed() {
+        let mut g = guard();
+        let t0 = Instant::now();
+        g.on_peer_frame(header(f::HEADERS, 0, 1), t0);
+        for i in 0..10 {
+            ping(&mut g, t0 + PING_MIN_TIME * i);
+        }
+        assert_eq!(g.pings.strikes, 0);
+        assert!(goaway_sent(&g).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_stream_pings_need_the_longer_spacing() {
+        let day = Duration::from_secs(24 * 3600);
+        let mut g = guard_with(day, StreamBudget::new(usize::MAX));
+        let t0 = Instant::now();
+        for i in 0..=u32::from(MAX_PING_STRIKES) + 1 {
+            ping(&mut g, t0 + PING_MIN_TIME * i);
+        }
+        assert_eq!(
+            goaway_sent(&g).map(|(_, code, why)| (code, why)),
+            Some((f::ENHANCE_YOUR_CALM, "too_many_pings".into()))
+        );
+        let mut g = guard_with(day, StreamBudget::new(usize::MAX));
+        for i in 0..10 {
+            ping(&mut g, t0 + PING_MIN_TIME_WITHOUT_STREAM * i);
+        }
+        assert!(goaway_sent(&g).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sending_headers_or_data_forgives_the_strikes() {
+        let mut g = guard();
+        let t0 = Instant::now();
+        g.on_peer_frame(header(f::HEADERS, 0, 1), t0);
+        ping(&mut g, t0);
+        ping(&mut g, t0);
+        ping(&mut g, t0);
+        assert_eq!(g.pings.strikes, MAX_PING_STRIKES);
+        g.on_h2_frame(header(f::DATA, 0, 1), t0);
+        ping(&mut g, t0);
+        assert_eq!(g.pings.strikes, 0, "Sentry sent data since the last PING");
+        ping(&mut g, t0);
+        ping(&mut g, t0);
+        assert!(goaway_sent(&g).is_none());
+        ping(&mut g, t0);
+        assert!(goaway_sent(&g).is_some(), "strikes count again from zero");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_response_is_reset_for_both_sides() {
+        let mut g = guard();
+        let t0 = Instant::now();
+        g.on_peer_frame(header(f::HEADERS, 0, 1), t0);
+        g.on_peer_frame(header(f::HEADERS, 0, 3), t0);
+        // Stream 3's handler is still working: no response, so no write timeout.
+        g.on_h2_frame(header(f::HEADERS, 0, 1), t0);
+        assert_eq!(g.next_deadline(), t0 + WRITE);
+        assert!(!g.expire(t0 + WRITE - Duration::from_millis(1)));
+        assert!(g.expire(t0 + WRITE));
+        let reset = vec![(f::RST_STREAM, 1, f::CANCEL.to_be_bytes().to_vec())];
+        assert_eq!(frames(&g.to_peer), reset, "the peer is told");
+        assert_eq!(frames(&g.to_h2), reset, "h2 drops the stream");
+        assert_eq!(g.streams.keys().collect::<Vec<_>>(), [&3]);
+        assert!(goaway_sent(&g).is_none(), "the connection stays");
+    }
+
+    /// A frame of `kind` on `stream` with a one-byte payload (the guard reads no payload).
+    fn raw(kind: u8, flags: u8, stream: u32) -> Vec<u8> {
+        let mut out = vec![0, 0, 1, kind, flags];
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.push(0);
+        out
+    }
+
+    /// A guard over a duplex pipe whose peer has sent the preface and opened `streams`.
+    async fn opened(
+        budget: &std::sync::Arc<StreamBudget>,
+        streams: u32,
+    ) -> (H2Guard<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
+        let (server, mut peer) = tokio::io::duplex(64 * 1024);
+        let policy = Policy {
+            idle_timeout: IDLE,
+            write_timeout: WRITE,
+        };
+        let mut g = H2Guard::new(server, policy, budget.clone());
+        let mut sent = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        for i in 0..streams {
+            sent.extend(raw(f::HEADERS, f::END_STREAM, 2 * i + 1));
+        }
+        peer.write_all(&sent).await.unwrap();
+        let mut got = vec![0; sent.len()];
+        g.read_exact(&mut got).await.unwrap();
+        (g, peer)
+    }
+
+    /// While the process-wide budget of open streams is full, a connection with several open is
+    /// not read; it is once a stream ends on another connection. One with few is always read.
+    #[tokio::test(start_paused = true)]
+    async fn a_full_stream_budget_pauses_busy_connections() {
+        use super::super::stream_budget::ALWAYS_READ_BELOW;
+        let busy = ALWAYS_READ_BELOW as u32;
+        let budget = StreamBudget::new(2 * ALWAYS_READ_BELOW);
+        let (mut a, _peer_a) = opened(&budget, busy).await;
+        let (mut b, mut peer_b) = opened(&budget, busy).await;
+        assert_eq!(budget.open(), 2 * ALWAYS_READ_BELOW);
+
+        let (mut c, mut peer_c) = opened(&budget, 1).await;
+        peer_c.write_all(&raw(f::PING, 0, 0)).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = AsyncReadExt::read(&mut c, &mut buf).await.unwrap();
+        assert_eq!(n, 10, "a connection with one stream is read");
+
+        peer_b.write_all(&raw(f::PING, 0, 0)).await.unwrap();
+        let paused = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            let n = AsyncReadExt::read(&mut b, &mut buf).await.unwrap();
+            (n, b)
+        });
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(!paused.is_finished(), "not read while the budget is full");
+
+        // h2 answers two of connection A's streams: below the budget, B is read again.
+        let mut answers = raw(f::HEADERS, f::END_STREAM, 1);
+        answers.extend(raw(f::HEADERS, f::END_STREAM, 3));
+        a.write_all(&answers).await.unwrap();
+        let (n, b) = tokio::time::timeout(Duration::from_secs(30), paused)
+            .await
+            .expect("read again once streams ended")
+            .unwrap();
+        assert_eq!(n, 10);
+        drop((b, c));
+        assert_eq!(
+            budget.open(),
+            ALWAYS_READ_BELOW - 2,
+            "dropped connections give back"
+        );
+    }
+
+    /// Through the I/O path: the idle timer fires while h2 waits to read, the peer gets the
+    /// GOAWAY, and h2 reads end-of-file.
+    #[tokio::test(start_paused = true)]
+    async fn idle_connection_gets_goaway_then_eof() {
+        let (server, mut peer) = tokio::io::duplex(4096);
+        let mut g = H2Guard::new(
+            server,
+            Policy {
+                idle_timeout: IDLE,
+                write_timeout: WRITE,
+            },
+            StreamBudget::new(usize::MAX),
+        );
+        peer.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        let mut ping_frame = vec![0, 0, 8, f::PING, 0, 0, 0, 0, 0];
+        ping_frame.extend_from_slice(&[0; 8]);
+        peer.write_all(&ping_frame).await.unwrap();
+        let t0 = Instant::now();
+        let mut seen = Vec::new();
+        loop {
+            let mut buf = [0u8; 256];
+            let n = AsyncReadExt::read(&mut g, &mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(seen.len(), 24 + ping_frame.len(), "h2 got the peer's bytes");
+        assert_eq!(Instant::now() - t0, IDLE, "closed at the idle timeout");
+        drop(g);
+        let mut sent = Vec::new();
+        peer.read_to_end(&mut sent).await.unwrap();
+        assert_eq!(
+            frames(&sent),
+            [(f::GOAWAY, 0, [&[0u8; 8][..], b"max_idle"].concat())]
+        );
     }
 }

@@ -3,9 +3,11 @@
 //! all three bounded by [`side_listener`];
 //! capacity protection in front of them: a bound on open connections ([`conn_limit`]) and
 //! admission control with load shedding and fair shares ([`admission`], [`fair_share`],
-//! [`peer_rate`]); the HTTP/2 connection guard ([`h2_guard`], [`h2_frames`]); request bodies and
-//! responses held to their bounds ([`request_body`], [`response_hold`]); status codes and
-//! content-type answers as gRPC-Go sends them ([`status`]).
+//! [`peer_rate`]); the HTTP/2 connection guard ([`h2_guard`], [`h2_frames`]) and the bound on
+//! unanswered streams it keeps ([`stream_budget`]); request bodies and
+//! responses held to their bounds ([`request_body`], [`response_hold`]); freed heap returned after
+//! a burst of connections closes ([`heap_trim`]); status codes and content-type answers as
+//! gRPC-Go sends them ([`status`]).
 
 pub mod admission;
 pub mod conn_limit;
@@ -13,6 +15,7 @@ pub mod fair_share;
 pub mod grpc;
 pub mod h2_frames;
 pub mod h2_guard;
+pub mod heap_trim;
 pub mod http;
 pub mod oidc;
 pub mod oidc_listener;
@@ -21,4 +24,5 @@ pub mod request_body;
 pub mod response_hold;
 pub mod side_listener;
 pub mod status;
+pub mod stream_budget;
 pub mod tls;

@@ -129,3 +129,63 @@ impl<H: Unpin> Body for Held<H> {
         hint
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use super::*;
+
+    /// A response whose body is `len` bytes of message, then trailers.
+    fn response(len: usize) -> http::Response<tonic::body::Body> {
+        let frames = vec![
+            Ok::<_, Infallible>(Frame::data(Bytes::from(vec![0u8; len]))),
+            Ok(Frame::trailers(http::HeaderMap::new())),
+        ];
+        let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+        http::Response::new(tonic::body::Body::new(body))
+    }
+
+    #[tokio::test]
+    async fn the_hold_and_the_charge_last_until_the_last_frame() {
+        let budget = ResponseBudget::new(150);
+        let slot = Arc::new(());
+        let mut first = hold(response(100), slot.clone(), &budget)
+            .await
+            .expect("within the budget")
+            .into_body();
+        assert_eq!(first.size_hint().lower(), 100);
+        assert!(
+            hold(response(100), (), &budget).await.is_none(),
+            "150 bytes do not hold two responses of 100"
+        );
+        let data = first.frame().await.unwrap().unwrap();
+        assert_eq!(data.data_ref().map(|d| d.len()), Some(100));
+        assert_eq!(Arc::strong_count(&slot), 2, "held while unwritten");
+        let trailers = first.frame().await.unwrap().unwrap();
+        assert!(trailers.is_trailers());
+        assert_eq!(Arc::strong_count(&slot), 1, "given back with the trailers");
+        assert!(hold(response(100), (), &budget).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_response_gives_back_what_it_held() {
+        let budget = ResponseBudget::new(100);
+        let slot = Arc::new(());
+        let held = hold(response(100), slot.clone(), &budget).await.unwrap();
+        assert!(hold(response(1), (), &budget).await.is_none());
+        drop(held);
+        assert_eq!(Arc::strong_count(&slot), 1);
+        assert!(hold(response(100), (), &budget).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn an_empty_body_costs_no_budget() {
+        let budget = ResponseBudget::new(0);
+        let empty = http::Response::new(tonic::body::Body::empty());
+        let held = hold(empty, (), &budget).await.expect("nothing to charge");
+        assert!(held.body().is_end_stream());
+        let unheld = unheld::<()>(response(10));
+        assert!(unheld.body().hold.is_none());
+    }
+}

@@ -18,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 use super::conn_limit::Limited;
+use super::stream_budget::StreamBudget;
 use crate::ca::{Ca, IssueError};
 use crate::spiffe::SpiffeId;
 use crate::telemetry::handshakes::{self, Kind};
@@ -140,13 +141,14 @@ pub fn server_config(cert: Arc<ServingCert>) -> Result<rustls::ServerConfig, rus
 /// Accepts TCP connections while `connections` has a permit (each connection keeps one until it
 /// closes), runs each TLS handshake in its own task (bounded by `handshake_timeout`, so silent
 /// clients cannot stall others) and sends finished streams on, each ended after `idle_timeout`
-/// without traffic.
+/// without traffic and counting its open HTTP/2 streams in `streams`.
 pub fn spawn_accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     connections: Arc<Semaphore>,
     handshake_timeout: Duration,
     idle_timeout: Duration,
+    streams: Arc<StreamBudget>,
 ) -> mpsc::Receiver<Result<Limited<TlsStream<TcpStream>>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(async move {
@@ -168,10 +170,12 @@ pub fn spawn_accept_loop(
             }
             let acceptor = acceptor.clone();
             let tx = tx.clone();
+            let streams = streams.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(Limited::new(tls, permit, idle_timeout))).await;
+                        let conn = Limited::new(tls, permit, idle_timeout, streams);
+                        let _ = tx.send(Ok(conn)).await;
                     }
                     Ok(Err(e)) => handshakes::record(Kind::of(&e)),
                     Err(_) => handshakes::record(Kind::Timeout),

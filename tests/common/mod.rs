@@ -481,15 +481,28 @@ pub async fn tls_connect(
 
 /// The Go crypto/x509 verifier (tests/x509verify), built once per target directory.
 pub fn go_verifier() -> PathBuf {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("x509verify");
-    if !out.exists() {
+    go_tool("x509verify")
+}
+
+/// The Go command in `tests/<name>`, built once per target directory (and once per test process,
+/// so parallel tests do not build over each other).
+pub fn go_tool(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
         run_ok(
             Command::new("go")
                 .args(["build", "-o"])
                 .arg(&out)
                 .arg(".")
-                .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/x509verify")),
+                .current_dir(
+                    Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("tests")
+                        .join(name),
+                ),
         );
+        built.push(name.to_owned());
     }
     out
 }

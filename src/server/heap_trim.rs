@@ -1,0 +1,131 @@
+//! Gives freed heap memory back to the operating system once a burst of gRPC connections has
+//! closed. glibc's malloc keeps what its threads free in per-thread arenas and returns only the
+//! top of each heap, so after 1,000 connections' buffers and queued responses are freed the pages
+//! stay resident; `malloc_trim(0)` hands every arena's free pages back. It runs at most once per
+//! [`CHECK_INTERVAL`], and only when the open connections have fallen by [`TRIM_AFTER_CLOSED`]
+//! from their highest since the last trim, so a steady load (a connection per request, as daprd
+//! dials) never trims and a request never waits for it.
+//!
+//! Other C libraries (the static musl image) return freed memory themselves: there the count is
+//! kept and the trim does nothing. Owns only the open-connection count and the trim; what a
+//! connection holds is [`super::conn_limit`]'s.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tracing::debug;
+
+/// How often the open-connection count is looked at.
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Connections that must have closed (from the highest count since the last trim) for a trim.
+pub const TRIM_AFTER_CLOSED: usize = 64;
+
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+static HIGHEST: AtomicUsize = AtomicUsize::new(0);
+
+/// One open gRPC connection, counted while it lives.
+#[derive(Debug)]
+pub struct Open(());
+
+impl Open {
+    /// Counts a connection as open until the value is dropped.
+    pub fn count() -> Self {
+        let now = OPEN.fetch_add(1, Ordering::Relaxed) + 1;
+        HIGHEST.fetch_max(now, Ordering::Relaxed);
+        Self(())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// When to trim: the highest open count since the last trim, kept between checks.
+#[derive(Debug, Default)]
+struct Burst {
+    highest: usize,
+}
+
+impl Burst {
+    /// Takes the highest count seen since the last check and the count now; true if a trim is
+    /// due (and then counts from `open`).
+    fn due(&mut self, highest: usize, open: usize) -> bool {
+        self.highest = self.highest.max(highest);
+        if self.highest.saturating_sub(open) >= TRIM_AFTER_CLOSED {
+            self.highest = open;
+            return true;
+        }
+        false
+    }
+}
+
+/// Checks every [`CHECK_INTERVAL`] for the rest of the process's life and trims after a burst.
+pub fn spawn() {
+    tokio::spawn(async move {
+        let mut burst = Burst::default();
+        let mut tick = tokio::time::interval(CHECK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let open = OPEN.load(Ordering::Relaxed);
+            let highest = HIGHEST.swap(open, Ordering::Relaxed);
+            if burst.due(highest, open) {
+                let freed = tokio::task::spawn_blocking(trim).await.unwrap_or(false);
+                debug!(
+                    open,
+                    freed, "Returned freed heap memory after connections closed"
+                );
+            }
+        }
+    });
+}
+
+/// Returns free heap pages to the operating system; true if any were.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim() -> bool {
+    // SAFETY: malloc_trim takes no pointers and may be called from any thread at any time; it
+    // only releases pages malloc already holds free.
+    unsafe { libc::malloc_trim(0) == 1 }
+}
+
+/// Other C libraries return freed memory themselves.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim() -> bool {
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trims_once_after_a_burst_of_closes() {
+        let mut b = Burst::default();
+        assert!(!b.due(0, 0));
+        assert!(!b.due(1000, 1000), "all still open");
+        assert!(!b.due(1000, 1000 - TRIM_AFTER_CLOSED + 1), "too few closed");
+        assert!(b.due(900, 10), "highest since the last trim counts");
+        assert!(!b.due(10, 10), "once");
+        assert!(!b.due(10, 0), "a few more closed");
+    }
+
+    #[test]
+    fn steady_churn_never_trims() {
+        let mut b = Burst::default();
+        for _ in 0..100 {
+            // Many connections opened and closed between checks; about as many open each time.
+            assert!(!b.due(40, 30));
+        }
+    }
+
+    #[test]
+    fn open_connections_are_counted() {
+        let before = OPEN.load(Ordering::Relaxed);
+        let conns: Vec<Open> = (0..3).map(|_| Open::count()).collect();
+        assert!(OPEN.load(Ordering::Relaxed) >= before + 3);
+        assert!(HIGHEST.load(Ordering::Relaxed) >= before + 3);
+        drop(conns);
+    }
+}
