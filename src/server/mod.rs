@@ -5,7 +5,8 @@
 //! admission control with load shedding and fair shares ([`admission`], [`fair_share`],
 //! [`peer_rate`]); the HTTP/2 connection guard ([`h2_guard`], [`h2_frames`]); request bodies and
 //! responses held to their bounds ([`request_body`], [`response_hold`]); status codes and
-//! content-type answers as gRPC-Go sends them ([`status`]).
+//! content-type answers as gRPC-Go sends them ([`status`]); writes batched in front of TLS
+//! ([`write_batch`]).
 
 pub mod admission;
 pub mod conn_limit;
@@ -22,3 +23,4 @@ pub mod response_hold;
 pub mod side_listener;
 pub mod status;
 pub mod tls;
+pub mod write_batch;

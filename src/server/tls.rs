@@ -18,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 use super::conn_limit::Limited;
+use super::write_batch::Batched;
 use crate::ca::{Ca, IssueError};
 use crate::spiffe::SpiffeId;
 use crate::telemetry::handshakes::{self, Kind};
@@ -147,7 +148,7 @@ pub fn spawn_accept_loop(
     connections: Arc<Semaphore>,
     handshake_timeout: Duration,
     idle_timeout: Duration,
-) -> mpsc::Receiver<Result<Limited<TlsStream<TcpStream>>, std::io::Error>> {
+) -> mpsc::Receiver<Result<Limited<Batched<TlsStream<TcpStream>>>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(async move {
         loop {
@@ -171,6 +172,7 @@ pub fn spawn_accept_loop(
             tokio::spawn(async move {
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
+                        let tls = Batched::new(tls);
                         let _ = tx.send(Ok(Limited::new(tls, permit, idle_timeout))).await;
                     }
                     Ok(Err(e)) => handshakes::record(Kind::of(&e)),
