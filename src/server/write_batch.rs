@@ -6,8 +6,9 @@
 //! TCP processing too.
 //!
 //! A flush only marks the bytes as due and wakes the task once more; they are written when the
-//! connection next finds nothing to read (h2 is then done with the turn), before a shutdown, or
-//! as soon as [`MAX_BATCH`] bytes wait. Owns only the timing of writes: never reorders, drops or
+//! connection finds nothing to read for the second time in a row (h2 is then done with the turn,
+//! and has had one more poll to add what became ready meanwhile), before a shutdown, or as soon
+//! as [`MAX_BATCH`] bytes wait. Owns only the timing of writes: never reorders, drops or
 //! looks into the bytes.
 
 use std::io::{self, Write};
@@ -27,6 +28,8 @@ pub struct Batched<T> {
     out: Vec<u8>,
     /// A flush was asked for since the last one that reached `io`.
     flush_due: bool,
+    /// The reader ran dry once with bytes held: the next dry read writes them.
+    yielded: bool,
 }
 
 impl<T> Batched<T> {
@@ -36,6 +39,7 @@ impl<T> Batched<T> {
             io,
             out: Vec::new(),
             flush_due: false,
+            yielded: false,
         }
     }
 
@@ -114,8 +118,16 @@ impl<T: AsyncRead + AsyncWrite + Queue + Unpin> AsyncRead for Batched<T> {
     ) -> Poll<io::Result<()>> {
         let me = &mut *self;
         match Pin::new(&mut me.io).poll_read(cx, buf) {
+            Poll::Pending if !me.out.is_empty() && !me.yielded => {
+                // Nothing more to read. Come back once more before writing, as Go's HTTP/2
+                // writer yields before it flushes: what else is ready by then joins the batch.
+                me.yielded = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
             Poll::Pending => {
                 // Nothing more to read: h2 has written all it will this turn.
+                me.yielded = false;
                 ready!(me.poll_drain(cx))?;
                 Poll::Pending
             }
@@ -260,6 +272,8 @@ mod tests {
         assert!(b.get_ref().calls.is_empty(), "nothing written mid-turn");
         let mut space = [0u8; 16];
         let mut buf = ReadBuf::new(&mut space);
+        assert!(Pin::new(&mut b).poll_read(&mut cx(), &mut buf).is_pending());
+        assert!(b.get_ref().calls.is_empty(), "one more poll before writing");
         assert!(Pin::new(&mut b).poll_read(&mut cx(), &mut buf).is_pending());
         assert_eq!(b.get_ref().calls, [b"headers+datatrailers".to_vec()]);
         // Nothing more to write: another dry read writes nothing.
