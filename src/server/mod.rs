@@ -7,7 +7,7 @@
 //! unanswered streams it keeps ([`stream_budget`]); request bodies and
 //! responses held to their bounds ([`request_body`], [`response_hold`]); freed heap returned after
 //! a burst of connections closes ([`heap_trim`]); status codes and content-type answers as
-//! gRPC-Go sends them ([`status`]).
+//! gRPC-Go sends them ([`status`]); writes batched in front of TLS ([`write_batch`]).
 
 pub mod admission;
 pub mod conn_limit;
@@ -26,3 +26,4 @@ pub mod side_listener;
 pub mod status;
 pub mod stream_budget;
 pub mod tls;
+pub mod write_batch;

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use super::conn_limit::Limited;
 use super::stream_budget::StreamBudget;
+use super::write_batch::Batched;
 use crate::ca::{Ca, IssueError};
 use crate::spiffe::SpiffeId;
 use crate::telemetry::handshakes::{self, Kind};
@@ -149,7 +150,7 @@ pub fn spawn_accept_loop(
     handshake_timeout: Duration,
     idle_timeout: Duration,
     streams: Arc<StreamBudget>,
-) -> mpsc::Receiver<Result<Limited<TlsStream<TcpStream>>, std::io::Error>> {
+) -> mpsc::Receiver<Result<Limited<Batched<TlsStream<TcpStream>>>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(async move {
         loop {
@@ -174,7 +175,7 @@ pub fn spawn_accept_loop(
             tokio::spawn(async move {
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let conn = Limited::new(tls, permit, idle_timeout, streams);
+                        let conn = Limited::new(Batched::new(tls), permit, idle_timeout, streams);
                         let _ = tx.send(Ok(conn)).await;
                     }
                     Ok(Err(e)) => handshakes::record(Kind::of(&e)),
