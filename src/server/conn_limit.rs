@@ -23,6 +23,7 @@ use super::fair_share::{ConnInfo, ConnSlots};
 use super::h2_guard::{H2Guard, Policy};
 use super::heap_trim;
 use super::stream_budget::StreamBudget;
+use super::write_batch::Drain;
 
 /// Descriptors kept free for everything that is not a gRPC connection.
 pub const FD_RESERVE: u64 = 256;
@@ -97,7 +98,7 @@ impl<T: Connected> Connected for Limited<T> {
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Limited<T> {
+impl<T: AsyncRead + AsyncWrite + Drain + Unpin> AsyncRead for Limited<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -34,6 +34,7 @@ use tracing::debug;
 
 use super::h2_frames::{self as f, FrameCursor, FrameHeader};
 use super::stream_budget::{Reader, StreamBudget};
+use super::write_batch::Drain;
 
 /// gRPC-Go's `keepalive.EnforcementPolicy.MinTime` default.
 pub const PING_MIN_TIME: Duration = Duration::from_secs(5 * 60);
@@ -333,7 +334,7 @@ impl<T: AsyncWrite + Unpin> H2Guard<T> {
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for H2Guard<T> {
+impl<T: AsyncRead + AsyncWrite + Drain + Unpin> AsyncRead for H2Guard<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -361,7 +362,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for H2Guard<T> {
                 return Poll::Ready(Ok(()));
             }
             if me.budget.poll_room(me.streams.len(), cx).is_pending() {
-                // Not read until streams end somewhere; the deadlines still run.
+                // Not read until streams end somewhere; what h2 has written still goes out
+                // (below us it waits for a dry read that will not come), the deadlines still run.
+                if let Poll::Ready(Err(e)) = me.io.poll_drain(cx) {
+                    return Poll::Ready(Err(e));
+                }
                 if me.poll_timer(cx) {
                     continue;
                 }
@@ -445,6 +450,55 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+
+    /// The pipes of these tests hold nothing back.
+    impl Drain for tokio::io::DuplexStream {
+        fn poll_drain(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A pipe that counts the drains it is asked for.
+    struct Draining {
+        io: tokio::io::DuplexStream,
+        drains: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Drain for Draining {
+        fn poll_drain(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.drains
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncRead for Draining {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Draining {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.io).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
 
     const IDLE: Duration = Duration::from_secs(600);
     const WRITE: Duration = Duration::from_secs(10);
@@ -725,6 +779,46 @@ mod tests {
             budget.open(),
             ALWAYS_READ_BELOW - 2,
             "dropped connections give back"
+        );
+    }
+
+    /// A connection paused by the full budget still hands what h2 wrote to the layer below:
+    /// the write batch waits for a dry read, which a paused connection never reaches.
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_connection_still_drains_what_h2_wrote() {
+        use super::super::stream_budget::ALWAYS_READ_BELOW;
+        let busy = ALWAYS_READ_BELOW as u32;
+        let budget = StreamBudget::new(ALWAYS_READ_BELOW);
+        let (server, mut peer) = tokio::io::duplex(64 * 1024);
+        let drains = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let io = Draining {
+            io: server,
+            drains: drains.clone(),
+        };
+        let policy = Policy {
+            idle_timeout: IDLE,
+            write_timeout: WRITE,
+        };
+        let mut g = H2Guard::new(io, policy, budget.clone());
+        let mut sent = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        for i in 0..busy {
+            sent.extend(raw(f::HEADERS, f::END_STREAM, 2 * i + 1));
+        }
+        peer.write_all(&sent).await.unwrap();
+        let mut got = vec![0; sent.len()];
+        g.read_exact(&mut got).await.unwrap();
+        assert_eq!(budget.open(), ALWAYS_READ_BELOW, "the budget is full");
+
+        peer.write_all(&raw(f::PING, 0, 0)).await.unwrap();
+        let before = drains.load(std::sync::atomic::Ordering::Relaxed);
+        let mut buf = [0u8; 64];
+        let read =
+            tokio::time::timeout(Duration::from_secs(1), AsyncReadExt::read(&mut g, &mut buf))
+                .await;
+        assert!(read.is_err(), "not read while the budget is full");
+        assert!(
+            drains.load(std::sync::atomic::Ordering::Relaxed) > before,
+            "a paused read drains what is held below"
         );
     }
 

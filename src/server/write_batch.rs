@@ -102,6 +102,20 @@ impl<T: AsyncWrite + Queue + Unpin> Batched<T> {
     }
 }
 
+/// A stream that may hold written bytes back: [`Drain::poll_drain`] sends them now. A layer
+/// above that stops reading (and so never lets the batch see a dry read) calls it, so that what
+/// h2 has already written is not held with the reads.
+pub trait Drain {
+    /// Writes out every held byte; Ready once nothing is held.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl<T: AsyncWrite + Queue + Unpin> Drain for Batched<T> {
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Batched::poll_drain(self, cx)
+    }
+}
+
 impl<T: Connected> Connected for Batched<T> {
     type ConnectInfo = T::ConnectInfo;
 
