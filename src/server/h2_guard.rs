@@ -723,7 +723,17 @@ mod tests {
         budget: &std::sync::Arc<StreamBudget>,
         streams: u32,
     ) -> (H2Guard<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
-        let (server, mut peer) = tokio::io::duplex(64 * 1024);
+        let (server, peer) = tokio::io::duplex(64 * 1024);
+        opened_over(server, peer, budget, streams).await
+    }
+
+    /// A guard over `server` whose `peer` has sent the preface and opened `streams`.
+    async fn opened_over<T: AsyncRead + AsyncWrite + Drain + Unpin>(
+        server: T,
+        mut peer: tokio::io::DuplexStream,
+        budget: &std::sync::Arc<StreamBudget>,
+        streams: u32,
+    ) -> (H2Guard<T>, tokio::io::DuplexStream) {
         let policy = Policy {
             idle_timeout: IDLE,
             write_timeout: WRITE,
@@ -789,24 +799,13 @@ mod tests {
         use super::super::stream_budget::ALWAYS_READ_BELOW;
         let busy = ALWAYS_READ_BELOW as u32;
         let budget = StreamBudget::new(ALWAYS_READ_BELOW);
-        let (server, mut peer) = tokio::io::duplex(64 * 1024);
+        let (server, peer) = tokio::io::duplex(64 * 1024);
         let drains = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let io = Draining {
             io: server,
             drains: drains.clone(),
         };
-        let policy = Policy {
-            idle_timeout: IDLE,
-            write_timeout: WRITE,
-        };
-        let mut g = H2Guard::new(io, policy, budget.clone());
-        let mut sent = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        for i in 0..busy {
-            sent.extend(raw(f::HEADERS, f::END_STREAM, 2 * i + 1));
-        }
-        peer.write_all(&sent).await.unwrap();
-        let mut got = vec![0; sent.len()];
-        g.read_exact(&mut got).await.unwrap();
+        let (mut g, mut peer) = opened_over(io, peer, &budget, busy).await;
         assert_eq!(budget.open(), ALWAYS_READ_BELOW, "the budget is full");
 
         peer.write_all(&raw(f::PING, 0, 0)).await.unwrap();
