@@ -1,5 +1,5 @@
 //! Standalone faults: a read-only or full credentials directory at first start (a real tmpfs,
-//! mounted when the tests run as root; skipped with a message otherwise) gives a clear error, exit
+//! mounted, so these tests need root and fail without it) gives a clear error, exit
 //! code 1, the old files intact and no temporary files; SIGTERM during a burst of requests lets
 //! in-flight requests finish or fail cleanly, exits 0 and leaves nothing half-written.
 
@@ -20,8 +20,6 @@ use tokio::sync::mpsc;
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    /// Mounts a tmpfs of `size` at `path`; `None` (with the reason printed) where mounting is
-    /// not allowed, e.g. when not running as root.
     /// Mounts a tmpfs at `path`; these tests need root (as `.ci/run` has) and fail without it.
     fn mount(path: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(path).unwrap();
