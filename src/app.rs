@@ -105,7 +105,17 @@ fn check_non_root() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Result<()> {
-    crate::store::perms::check(&config).context("refusing to use key material")?;
+    crate::store::perms::check(
+        &config.credentials,
+        config.jwt.as_ref().map(|j| j.key_path.as_path()),
+        config
+            .oidc
+            .as_ref()
+            .and_then(|o| o.tls.as_ref())
+            .map(|t| t.key.as_path()),
+        config.mode == Mode::Kubernetes,
+    )
+    .context("refusing to use key material")?;
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let readiness = Readiness::default();
     let (stop_tx, stop_rx) = watch::channel(false);

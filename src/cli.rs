@@ -8,17 +8,34 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use time::OffsetDateTime;
 use x509_parser::prelude::FromDer;
 
 use crate::bundle::{self, CaParams, KeyType};
-use crate::config::{parse_go_duration, CredentialPaths, Mode};
+use crate::config::{parse_go_duration, Flags, Mode};
 use crate::rotation::{self, Journal};
 use crate::spiffe::TrustDomain;
-use crate::store::file::FileStore;
+use crate::store::file::{CredentialPaths, FileStore};
 use crate::store::kube::{Keys, KubeStore};
 use crate::store::{Custody, Files, Store, StoreError};
+
+/// Sentry's whole command line: the serve [`Flags`], or a subcommand.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "sentry",
+    version,
+    about = "Dapr Sentry certificate authority (Rust): serves SignCertificate; `sentry ca --help` for operator commands",
+    args_conflicts_with_subcommands = true
+)]
+pub struct CommandLine {
+    /// Operator subcommand; without one, Sentry serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The serve flags.
+    #[command(flatten)]
+    pub flags: Flags,
+}
 
 /// Sentry's subcommands (none: serve).
 #[derive(Debug, Clone, Subcommand)]
@@ -339,4 +356,18 @@ fn check(
     }
     out.push_str("OK\n");
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::normalize_args;
+
+    #[test]
+    fn subcommands_still_win_over_ignored_arguments() {
+        let args = ["sentry", "ca", "expiry"].map(String::from);
+        let line = CommandLine::try_parse_from(normalize_args(args)).unwrap();
+        assert!(line.command.is_some());
+        assert!(line.flags.ignored_args.is_empty());
+    }
 }

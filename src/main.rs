@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use sentry::config::{normalize_args, Flags, LogOptions};
+use sentry::cli::{Command, CommandLine};
+use sentry::config::{log_options, normalize_args};
 use sentry::telemetry::logging;
 
 fn operator(args: sentry::cli::CaArgs) -> ExitCode {
@@ -27,11 +28,11 @@ fn operator(args: sentry::cli::CaArgs) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let mut flags = Flags::parse_from(normalize_args(std::env::args()));
-    if let Some(sentry::cli::Command::Ca(args)) = flags.command.take() {
+    let CommandLine { command, flags } = CommandLine::parse_from(normalize_args(std::env::args()));
+    if let Some(Command::Ca(args)) = command {
         return operator(args);
     }
-    if let Err(e) = logging::init(&LogOptions::from_flags(&flags)) {
+    if let Err(e) = logging::init(&log_options(&flags)) {
         eprintln!("error: opening log file: {e}");
         return ExitCode::FAILURE;
     }

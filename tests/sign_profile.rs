@@ -344,14 +344,14 @@ async fn leaf_never_outlives_its_issuer() {
     let now = OffsetDateTime::now_utc();
     let td = sentry::spiffe::TrustDomain::parse("localhost").unwrap();
     let root_key = KeyType::EcdsaP256.generate().unwrap();
-    let root_params = sentry::ca::profile::root_params(
+    let root_params = sentry::profile::root_params(
         &td,
         now - Duration::from_secs(60),
         now + Duration::from_secs(365 * 86400),
     );
     let root = root_params.self_signed(&root_key).unwrap();
     let issuer_key = KeyType::EcdsaP256.generate().unwrap();
-    let issuer = sentry::ca::profile::issuer_params(
+    let issuer = sentry::profile::issuer_params(
         &td,
         "default",
         now - Duration::from_secs(60),

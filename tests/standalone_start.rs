@@ -234,7 +234,7 @@ fn expired_issuer_stops_start_up() {
     let td = sentry::spiffe::TrustDomain::parse("localhost").unwrap();
     let params = sentry::bundle::CaParams::new(td, "default", KeyType::Ed25519, Duration::ZERO);
     let g = sentry::bundle::generate(&params, long_ago).unwrap();
-    let store = sentry::store::file::FileStore::new(sentry::config::CredentialPaths::new(
+    let store = sentry::store::file::FileStore::new(sentry::store::file::CredentialPaths::new(
         &tmp.path().join("creds"),
         "ca.crt",
         "issuer.crt",

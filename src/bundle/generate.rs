@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use x509_parser::prelude::FromDer;
 
 use super::{keys, verify, Bundle, BundleError, BundlePart, KeyType};
-use crate::ca::profile;
+use crate::profile;
 use crate::spiffe::TrustDomain;
 
 /// Default lifetime of a generated root and issuer (Dapr's fixed 365 days).

@@ -41,7 +41,7 @@ pub const PKCS8_LABEL: &str = "PRIVATE KEY";
 
 /// Parses the private key (PKCS#8, SEC1 or PKCS#1) that is the one PEM block of `pem_text`.
 pub fn parse_private_key(pem_text: &str) -> Result<KeyPair, String> {
-    let block = super::encoding::pem_single(pem_text.as_bytes())?;
+    let block = crate::encoding::pem_single(pem_text.as_bytes())?;
     if !block.tag().ends_with("PRIVATE KEY") {
         return Err("no PRIVATE KEY PEM block found".to_owned());
     }

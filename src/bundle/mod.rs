@@ -1,10 +1,9 @@
 //! The trust bundle: trust anchors, the issuer chain and the issuer key. Generates a new one
 //! ([`generate`]) and parses and verifies a supplied one ([`verify`]). The JWT signing key and
 //! JWKS form a separate part ([`jwt`]), present only with `--jwt-enabled`. Strict PEM and DER
-//! framing for everything read is in [`encoding`]. Pure data and crypto: no
+//! framing for everything read is in [`crate::encoding`]. Pure data and crypto: no
 //! file or network I/O (that belongs to [`crate::store`]).
 
-pub mod encoding;
 mod generate;
 pub mod jwt;
 mod keys;
@@ -18,6 +17,8 @@ use time::OffsetDateTime;
 pub use generate::{generate, new_issuer, CaParams, Generated, ROOT_TTL};
 pub use keys::{parse_private_key, public_key_bits, to_pkcs8_pem, KeyType};
 pub use verify::verify;
+
+pub use crate::encoding::pem_block;
 
 /// Which part of the bundle a problem is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,12 +98,6 @@ impl fmt::Debug for Bundle {
             .field("issuer_key", &"<redacted>")
             .finish()
     }
-}
-
-/// Encodes one PEM block with `\n` line endings (as Go does).
-pub fn pem_block(label: &str, der: &[u8]) -> String {
-    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
-    pem::encode_config(&pem::Pem::new(label, der.to_vec()), config)
 }
 
 /// Encodes DER certificates as one PEM text.

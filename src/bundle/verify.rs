@@ -166,12 +166,12 @@ pub fn verify(
 }
 
 /// Decodes every `CERTIFICATE` block up to the first block of another type; the text must be
-/// PEM blocks and whitespace only ([`super::encoding::pem_blocks`]).
+/// PEM blocks and whitespace only ([`crate::encoding::pem_blocks`]).
 fn parse_certs(pem_bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     if !pem_bytes.windows(11).any(|w| w == b"-----BEGIN ") {
         return Err("no certificates found".into());
     }
-    let blocks = super::encoding::pem_blocks(pem_bytes)?;
+    let blocks = crate::encoding::pem_blocks(pem_bytes)?;
     let certs: Vec<_> = blocks
         .into_iter()
         .take_while(|b| b.tag() == "CERTIFICATE")
@@ -187,7 +187,7 @@ fn parse_certs(pem_bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, String>
 }
 
 fn parse_cert<'a>(der: &'a CertificateDer<'_>) -> Result<X509Certificate<'a>, String> {
-    super::encoding::check_der(der).map_err(|e| format!("failed to parse certificate: {e}"))?;
+    crate::encoding::check_der(der).map_err(|e| format!("failed to parse certificate: {e}"))?;
     match X509Certificate::from_der(der.as_ref()) {
         Ok(([], cert)) => Ok(cert),
         Ok(_) => Err("trailing data after certificate".into()),

@@ -4,7 +4,7 @@
 //! a CSR asking for `CA:true` or extra names gets neither. Weak or unusual keys are refused, and
 //! so are EC keys in compressed form (Go's crypto/x509, in every daprd, cannot parse a
 //! certificate carrying one). The size is checked before any parsing, the PEM must be exactly one
-//! block and the DER's lengths minimal ([`crate::bundle::encoding`]).
+//! block and the DER's lengths minimal ([`crate::encoding`]).
 
 use rcgen::{PublicKeyData, SignatureAlgorithm};
 use x509_parser::certification_request::X509CertificationRequest;
@@ -16,7 +16,7 @@ use x509_parser::oid_registry::{
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 
-use crate::bundle::encoding;
+use crate::encoding;
 
 /// Smallest RSA modulus accepted from a requester.
 pub const MIN_RSA_BITS: usize = 2048;

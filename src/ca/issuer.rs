@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 
-use super::profile;
 use crate::bundle::{self, Bundle};
+use crate::profile;
 use crate::spiffe::{SpiffeId, TrustDomain};
 
 /// Why a certificate could not be signed.

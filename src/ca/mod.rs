@@ -1,4 +1,4 @@
-//! The certificate authority proper: CSR handling ([`csr`]), certificate profiles ([`profile`]),
+//! The certificate authority proper: CSR handling ([`csr`]), certificate profiles ([`crate::profile`]),
 //! signing with the current issuer ([`issuer`]) and JWT-SVIDs ([`jwt`]).
 //!
 //! [`Ca`] publishes the current [`Signer`] through an atomic swap, so the request path reads it
@@ -7,7 +7,6 @@
 pub mod csr;
 pub mod issuer;
 pub mod jwt;
-pub mod profile;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
+use super::go_text::{go_bool, parse_go_duration};
 use super::jwt::JwtFlags;
 use crate::bundle::KeyType;
 
@@ -33,18 +34,14 @@ pub enum LogLevel {
     Fatal,
 }
 
-/// Sentry's flags (the `serve` command line).
+/// Sentry's flags (the `serve` command line; [`crate::cli::CommandLine`] adds the subcommands).
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "sentry",
     version,
-    about = "Dapr Sentry certificate authority (Rust): serves SignCertificate; `sentry ca --help` for operator commands",
-    args_conflicts_with_subcommands = true
+    about = "Dapr Sentry certificate authority (Rust): serves SignCertificate; `sentry ca --help` for operator commands"
 )]
 pub struct Flags {
-    /// Operator subcommand; without one, Sentry serves.
-    #[command(subcommand)]
-    pub command: Option<crate::cli::Command>,
     /// Configuration: a `Configuration` YAML file (standalone) or resource name (kubernetes).
     /// Defaults to `daprsystem`; when not given and no such file exists, built-in defaults apply.
     #[arg(long)]
@@ -161,19 +158,8 @@ pub struct Flags {
     pub ignored_args: Vec<String>,
 }
 
-/// A boolean flag value as Go's `strconv.ParseBool` reads it.
-pub fn go_bool(s: &str) -> Result<bool, String> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
-        _ => Err(format!(
-            "{s:?} is not a boolean (accepted: 1 t T TRUE true True 0 f F FALSE false False)"
-        )),
-    }
-}
-
 fn duration_arg(s: &str) -> Result<Duration, String> {
-    super::parse_go_duration(s)
+    parse_go_duration(s)
 }
 
 fn fraction_arg(s: &str) -> Result<f64, String> {
@@ -291,13 +277,6 @@ mod tests {
         assert!(flags.ignored_args.is_empty());
         // Helm's chart form: `--enable-metrics=false`.
         assert!(!parse(&["--enable-metrics=false"]).enable_metrics);
-    }
-
-    #[test]
-    fn subcommands_still_win_over_ignored_arguments() {
-        let flags = parse(&["ca", "expiry"]);
-        assert!(flags.command.is_some());
-        assert!(flags.ignored_args.is_empty());
     }
 
     #[test]

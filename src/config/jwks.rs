@@ -4,25 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::parse_go_duration;
-
-/// Default minimum interval between two fetches of a URL source.
-pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(600);
-/// Default HTTP timeout of a URL source.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Settings of the `jwks` validator.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JwksOptions {
-    /// `http(s)://` URL, file path, or inline JWKS JSON (optionally base64).
-    pub source: String,
-    /// PEM CA (inline or a file path) trusted for an HTTPS source; system roots otherwise.
-    pub ca_certificate: Option<String>,
-    /// Minimum interval between fetches of a URL source.
-    pub min_refresh_interval: Duration,
-    /// HTTP timeout.
-    pub request_timeout: Duration,
-}
+use super::go_text::parse_go_duration;
+use crate::validator::jwks::{JwksOptions, DEFAULT_MIN_REFRESH_INTERVAL, DEFAULT_REQUEST_TIMEOUT};
 
 /// Parses the options map; every value is taken as a string.
 pub fn parse_options(options: &BTreeMap<String, serde_yaml::Value>) -> Result<JwksOptions, String> {

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args};
 
-use super::flags::go_bool;
-use super::{parse_go_duration, ConfigError, ListenAddr};
+use super::go_text::{go_bool, parse_go_duration};
+use super::{ConfigError, ListenAddr};
 use crate::bundle::jwt::JwtKeySettings;
 use crate::jose::{Algorithm, ALGORITHMS};
+pub use crate::server::oidc::{OidcConfig, OidcTls};
 
 /// Default JWT key file name in the credentials directory.
 pub const DEFAULT_JWT_KEY_FILENAME: &str = "jwt.key";
@@ -84,30 +85,6 @@ pub struct JwtConfig {
     pub issuer: Option<String>,
     /// Token lifetime.
     pub ttl: Duration,
-}
-
-/// TLS files of the OIDC server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OidcTls {
-    /// Certificate chain (PEM).
-    pub cert: PathBuf,
-    /// Private key (PEM).
-    pub key: PathBuf,
-}
-
-/// OIDC discovery server settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OidcConfig {
-    /// Listener.
-    pub listen: ListenAddr,
-    /// TLS, when configured; plain HTTP otherwise.
-    pub tls: Option<OidcTls>,
-    /// Forced `jwks_uri`.
-    pub jwks_uri: Option<String>,
-    /// Path prefix (`""` or `/something`, no trailing slash).
-    pub path_prefix: String,
-    /// Allowed host names (empty = any).
-    pub allowed_hosts: Vec<String>,
 }
 
 /// Resolves the JWT and OIDC flags; `dir` is the credentials directory.

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use super::Flags;
+use crate::server::limits::Limits;
+use crate::server::peer_rate::PeerRate;
 
 /// Flags for the HTTP/2 stream bounds (beyond Dapr, whose sentry relies on gRPC-Go's).
 #[derive(Debug, Clone, clap::Args)]
@@ -32,97 +34,53 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
     super::parse_go_duration(s)
 }
 
-/// Bounds on connections and requests, resolved from the flags.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Limits {
-    /// Open gRPC connections (handshaking or established); the listener stops accepting at this
-    /// many. Further capped at start-up by the process's file-descriptor limit.
-    pub max_connections: usize,
-    /// `SignCertificate` requests admitted at once (running or waiting for a core); one more is
-    /// answered `RESOURCE_EXHAUSTED` at once so the client retries later.
-    pub max_in_flight: usize,
-    /// Time from accepting a connection to the end of its TLS handshake; silent or slow clients
-    /// are dropped after it so they cannot hold connection slots.
-    pub handshake_timeout: Duration,
-    /// Time an established connection may move no byte before it is closed, so clients that
-    /// finish the handshake and fall silent cannot hold connection slots either.
-    pub idle_timeout: Duration,
-    /// Concurrent requests on one HTTP/2 connection.
-    pub max_streams_per_connection: u32,
-    /// Per source IP: sustained requests per second, and burst; `None` = no per-peer limit.
-    pub peer_rate: Option<PeerRate>,
-    /// Of `max_in_flight`, the most one connection may hold.
-    pub max_in_flight_per_connection: usize,
-    /// Of `max_in_flight`, the most one source address may hold.
-    pub max_in_flight_per_peer: usize,
-    /// Time from admission to the end of a request's body.
-    pub request_body_timeout: Duration,
-    /// Time from a response's headers to its end.
-    pub response_write_timeout: Duration,
-    /// Unwritten response bytes at most.
-    pub max_response_buffer: usize,
-}
-
-/// A per-peer token bucket: `per_second` tokens refill continuously up to `burst`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PeerRate {
-    /// Sustained requests per second.
-    pub per_second: f64,
-    /// Requests allowed back to back.
-    pub burst: u32,
-}
-
-impl Limits {
-    /// Limits from the flags; a rate of zero (the default) disables the per-peer limit.
-    pub fn from_flags(flags: &Flags) -> Result<Self, String> {
-        if flags.tls_handshake_timeout.is_zero() || flags.connection_idle_timeout.is_zero() {
-            return Err(
-                "--tls-handshake-timeout and --connection-idle-timeout must be positive".into(),
-            );
-        }
-        if flags.max_connections == 0 || flags.max_in_flight_requests == 0 {
-            return Err("--max-connections and --max-in-flight-requests must be at least 1".into());
-        }
-        let st = &flags.streams;
-        if st.request_body_timeout.is_zero() || st.response_write_timeout.is_zero() {
-            return Err(
-                "--request-body-timeout and --response-write-timeout must be positive".into(),
-            );
-        }
-        if st.max_in_flight_per_connection == Some(0)
-            || st.max_in_flight_per_peer == Some(0)
-            || st.max_response_buffer == 0
-        {
-            return Err("--max-in-flight-per-connection, --max-in-flight-per-peer and --max-response-buffer must be at least 1".into());
-        }
-        let share = |explicit: Option<usize>, divisor: usize| {
-            explicit.unwrap_or((flags.max_in_flight_requests / divisor).max(1))
-        };
-        let rate = flags.peer_rate_limit;
-        if !(rate.is_finite() && rate >= 0.0) {
-            return Err(format!("--peer-rate-limit {rate}: must be a number ≥ 0"));
-        }
-        let peer_rate = (rate > 0.0).then(|| PeerRate {
-            per_second: rate,
-            burst: flags
-                .peer_rate_burst
-                .unwrap_or_else(|| rate.ceil().min(f64::from(u32::MAX)) as u32)
-                .max(1),
-        });
-        Ok(Self {
-            max_connections: flags.max_connections,
-            max_in_flight: flags.max_in_flight_requests,
-            handshake_timeout: flags.tls_handshake_timeout,
-            idle_timeout: flags.connection_idle_timeout,
-            max_streams_per_connection: flags.max_streams_per_connection.max(1),
-            peer_rate,
-            max_in_flight_per_connection: share(st.max_in_flight_per_connection, 32),
-            max_in_flight_per_peer: share(st.max_in_flight_per_peer, 4),
-            request_body_timeout: st.request_body_timeout,
-            response_write_timeout: st.response_write_timeout,
-            max_response_buffer: st.max_response_buffer,
-        })
+/// Limits from the flags; a rate of zero (the default) disables the per-peer limit.
+pub fn limits_from_flags(flags: &Flags) -> Result<Limits, String> {
+    if flags.tls_handshake_timeout.is_zero() || flags.connection_idle_timeout.is_zero() {
+        return Err(
+            "--tls-handshake-timeout and --connection-idle-timeout must be positive".into(),
+        );
     }
+    if flags.max_connections == 0 || flags.max_in_flight_requests == 0 {
+        return Err("--max-connections and --max-in-flight-requests must be at least 1".into());
+    }
+    let st = &flags.streams;
+    if st.request_body_timeout.is_zero() || st.response_write_timeout.is_zero() {
+        return Err("--request-body-timeout and --response-write-timeout must be positive".into());
+    }
+    if st.max_in_flight_per_connection == Some(0)
+        || st.max_in_flight_per_peer == Some(0)
+        || st.max_response_buffer == 0
+    {
+        return Err("--max-in-flight-per-connection, --max-in-flight-per-peer and --max-response-buffer must be at least 1".into());
+    }
+    let share = |explicit: Option<usize>, divisor: usize| {
+        explicit.unwrap_or((flags.max_in_flight_requests / divisor).max(1))
+    };
+    let rate = flags.peer_rate_limit;
+    if !(rate.is_finite() && rate >= 0.0) {
+        return Err(format!("--peer-rate-limit {rate}: must be a number ≥ 0"));
+    }
+    let peer_rate = (rate > 0.0).then(|| PeerRate {
+        per_second: rate,
+        burst: flags
+            .peer_rate_burst
+            .unwrap_or_else(|| rate.ceil().min(f64::from(u32::MAX)) as u32)
+            .max(1),
+    });
+    Ok(Limits {
+        max_connections: flags.max_connections,
+        max_in_flight: flags.max_in_flight_requests,
+        handshake_timeout: flags.tls_handshake_timeout,
+        idle_timeout: flags.connection_idle_timeout,
+        max_streams_per_connection: flags.max_streams_per_connection.max(1),
+        peer_rate,
+        max_in_flight_per_connection: share(st.max_in_flight_per_connection, 32),
+        max_in_flight_per_peer: share(st.max_in_flight_per_peer, 4),
+        request_body_timeout: st.request_body_timeout,
+        response_write_timeout: st.response_write_timeout,
+        max_response_buffer: st.max_response_buffer,
+    })
 }
 
 #[cfg(test)]
@@ -132,7 +90,7 @@ mod tests {
 
     #[test]
     fn defaults_and_peer_rate() {
-        let l = Limits::from_flags(&Flags::try_parse_from(["sentry"]).unwrap()).unwrap();
+        let l = limits_from_flags(&Flags::try_parse_from(["sentry"]).unwrap()).unwrap();
         assert_eq!(l.peer_rate, None);
         assert_eq!(
             (l.max_in_flight_per_connection, l.max_in_flight_per_peer),
@@ -142,16 +100,16 @@ mod tests {
         assert_eq!(l.response_write_timeout, Duration::from_secs(10));
         assert_eq!(l.max_response_buffer, 64 << 20);
         let f = Flags::try_parse_from(["sentry", "--max-in-flight-requests", "2"]).unwrap();
-        let l = Limits::from_flags(&f).unwrap();
+        let l = limits_from_flags(&f).unwrap();
         assert_eq!(
             (l.max_in_flight_per_connection, l.max_in_flight_per_peer),
             (1, 1)
         );
         let f = Flags::try_parse_from(["sentry", "--max-in-flight-per-peer", "0"]).unwrap();
-        assert!(Limits::from_flags(&f).is_err());
+        assert!(limits_from_flags(&f).is_err());
         assert!(l.max_in_flight > 0 && l.max_connections > 0);
         let f = Flags::try_parse_from(["sentry", "--peer-rate-limit", "2.5"]).unwrap();
-        let l = Limits::from_flags(&f).unwrap();
+        let l = limits_from_flags(&f).unwrap();
         assert_eq!(
             l.peer_rate,
             Some(PeerRate {
@@ -160,8 +118,8 @@ mod tests {
             })
         );
         let f = Flags::try_parse_from(["sentry", "--peer-rate-limit=-1"]).unwrap();
-        assert!(Limits::from_flags(&f).is_err());
+        assert!(limits_from_flags(&f).is_err());
         let f = Flags::try_parse_from(["sentry", "--max-in-flight-requests", "0"]).unwrap();
-        assert!(Limits::from_flags(&f).is_err());
+        assert!(limits_from_flags(&f).is_err());
     }
 }

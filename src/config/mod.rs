@@ -1,9 +1,9 @@
 //! Configuration: flags, environment and the Dapr `Configuration`, resolved once at start-up into
 //! one typed [`Config`]. Nothing else reads flags, files or the environment for settings.
 
-mod duration;
 mod file;
 mod flags;
+mod go_text;
 pub mod jwks;
 pub mod jwt;
 mod limits;
@@ -11,16 +11,20 @@ mod limits;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use duration::parse_go_duration;
+pub use crate::server::limits::Limits;
+pub use crate::server::listen_addr::ListenAddr;
 pub use file::{expand_env, ConfigurationFile, TokenValidatorSpec};
 pub use flags::{normalize_args, Flags, LogLevel, Mode};
-pub use jwks::JwksOptions;
+pub use go_text::{go_bool, parse_go_duration};
 pub use jwt::{JwtConfig, JwtFlags, OidcConfig, OidcTls};
-pub use limits::{Limits, PeerRate};
+pub use limits::limits_from_flags;
 
 use crate::bundle::KeyType;
 use crate::spiffe::{SpiffeError, SpiffeId, TrustDomain};
-use crate::validator::ValidatorKind;
+use crate::store::file::CredentialPaths;
+use crate::telemetry::logging::LogOptions;
+use crate::validator::{ValidatorKind, ValidatorSet};
+use tracing::Level;
 
 /// Default workload certificate lifetime (Dapr's `24h`).
 pub const DEFAULT_WORKLOAD_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -77,90 +81,15 @@ pub enum ConfigError {
     Limit(String),
 }
 
-/// Paths of the trust-bundle files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CredentialPaths {
-    /// Trust anchors (`ca.crt`).
-    pub anchors: PathBuf,
-    /// Issuer certificate chain (`issuer.crt`).
-    pub issuer_cert: PathBuf,
-    /// Issuer private key (`issuer.key`).
-    pub issuer_key: PathBuf,
-}
-
-impl CredentialPaths {
-    /// Joins each file name to `dir` unless the name is an absolute path (Dapr ≥ 1.15).
-    pub fn new(dir: &Path, anchors: &str, issuer_cert: &str, issuer_key: &str) -> Self {
-        let join = |name: &str| {
-            let p = Path::new(name);
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                dir.join(p)
-            }
-        };
-        Self {
-            anchors: join(anchors),
-            issuer_cert: join(issuer_cert),
-            issuer_key: join(issuer_key),
-        }
-    }
-}
-
-/// Which validators are enabled and which one answers requests that name none.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValidatorSet {
-    /// Enabled validators.
-    pub enabled: Vec<ValidatorKind>,
-    /// Validator used for `UNKNOWN`; `None` means the request must name one.
-    pub default: Option<ValidatorKind>,
-    /// Options of the `jwks` validator, when it is enabled.
-    pub jwks: Option<JwksOptions>,
-}
-
-/// Host and port of a listener.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenAddr {
-    /// Host name or address; empty means all interfaces.
-    pub host: String,
-    /// Port.
-    pub port: u16,
-}
-
-impl ListenAddr {
-    /// `host:port` in a form `tokio::net::lookup_host` accepts (empty host = all interfaces).
-    pub fn to_bind_string(&self) -> String {
-        let host = if self.host.is_empty() {
-            "0.0.0.0"
-        } else {
-            &self.host
-        };
-        if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]:{}", self.port)
-        } else {
-            format!("{host}:{}", self.port)
-        }
-    }
-}
-
-/// Logging settings.
-#[derive(Debug, Clone)]
-pub struct LogOptions {
-    /// Verbosity.
-    pub level: LogLevel,
-    /// Optional log file.
-    pub file: Option<PathBuf>,
-    /// JSON lines instead of text.
-    pub json: bool,
-    /// Warnings about the command line, logged once the logger is installed.
-    pub notices: Vec<String>,
-}
-
-impl LogOptions {
-    /// The logging flags.
-    pub fn from_flags(flags: &Flags) -> Self {
-        Self {
-            level: flags.log_level,
+/// The logging settings the flags ask for.
+pub fn log_options(flags: &Flags) -> LogOptions {
+    LogOptions {
+            level: match flags.log_level {
+                LogLevel::Debug => Level::DEBUG,
+                LogLevel::Info => Level::INFO,
+                LogLevel::Warn => Level::WARN,
+                LogLevel::Error | LogLevel::Fatal => Level::ERROR,
+            },
             file: flags.log_file.clone(),
             json: flags.log_as_json,
             notices: flags
@@ -173,7 +102,6 @@ impl LogOptions {
                 })
                 .collect(),
         }
-    }
 }
 
 /// Everything Sentry needs to know, resolved once at start-up.
@@ -292,7 +220,7 @@ impl Config {
             expiry_warning: time::Duration::days(30),
         };
         let (jwt, oidc) = jwt::resolve(&flags.jwt, &flags.issuer_credentials)?;
-        let limits = Limits::from_flags(flags).map_err(ConfigError::Limit)?;
+        let limits = limits_from_flags(flags).map_err(ConfigError::Limit)?;
         Ok(Self {
             mode: flags.mode,
             trust_domain,
@@ -322,7 +250,7 @@ impl Config {
                 port: flags.metrics_port,
             }),
             kubeconfig: flags.kubeconfig.clone(),
-            log: LogOptions::from_flags(flags),
+            log: log_options(flags),
             rotation,
             jwt,
             oidc,

@@ -59,7 +59,7 @@ impl SigningKey {
     /// Parses the private key that is the one PEM block of a text: PKCS#8 `PRIVATE KEY`, SEC1
     /// `EC PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY` (RSA, ECDSA P-256/P-384/P-521, Ed25519).
     pub fn from_pem(pem_text: &[u8]) -> Result<Self, KeyError> {
-        let block = crate::bundle::encoding::pem_single(pem_text).map_err(KeyError::Parse)?;
+        let block = crate::encoding::pem_single(pem_text).map_err(KeyError::Parse)?;
         if !block.tag().ends_with("PRIVATE KEY") {
             return Err(KeyError::Parse("no PRIVATE KEY PEM block found".into()));
         }
@@ -168,7 +168,7 @@ impl SigningKey {
             Inner::Ec(k) => k.to_pkcs8v1().map_err(failed)?.as_ref().to_vec(),
             Inner::Ed25519(k) => k.to_pkcs8v1().map_err(failed)?.as_ref().to_vec(),
         };
-        Ok(crate::bundle::pem_block("PRIVATE KEY", &der))
+        Ok(crate::encoding::pem_block("PRIVATE KEY", &der))
     }
 
     /// Signs `message` with `alg` (JWS signature encoding: raw r‖s for ECDSA).

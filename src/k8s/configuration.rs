@@ -5,7 +5,6 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use kube::Client;
 
 use super::{call, K8sError};
-use crate::config::ConfigurationFile;
 
 /// The API resource of Dapr's `Configuration`.
 pub fn api_resource() -> ApiResource {
@@ -28,12 +27,13 @@ pub async fn get(
     call(api.get_opt(name)).await
 }
 
-/// Sentry's own Configuration, parsed like the standalone YAML file.
-pub async fn load(
+/// Sentry's own Configuration, parsed into `T` (the configuration's file form) like the
+/// standalone YAML file.
+pub async fn load<T: serde::de::DeserializeOwned>(
     client: &Client,
     namespace: &str,
     name: &str,
-) -> Result<Option<ConfigurationFile>, String> {
+) -> Result<Option<T>, String> {
     match get(client, namespace, name).await {
         Ok(Some(obj)) => serde_json::from_value(obj.data)
             .map(Some)

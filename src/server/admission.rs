@@ -24,11 +24,11 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
 use super::fair_share::{ConnInfo, Exhausted, Share, Shares};
+use super::limits::Limits;
 use super::peer_rate::PeerLimiter;
 use super::request_body::UnaryBody;
 use super::response_hold::{hold, unheld, Held, ResponseBudget};
 use super::status;
-use crate::config::Limits;
 use crate::telemetry::Metrics;
 
 /// The admission layer: shared by every connection.

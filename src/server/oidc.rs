@@ -12,7 +12,33 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
 
-use crate::config::OidcConfig;
+use std::path::PathBuf;
+
+use super::listen_addr::ListenAddr;
+
+/// TLS files of the OIDC server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcTls {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+}
+
+/// OIDC discovery server settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcConfig {
+    /// Listener.
+    pub listen: ListenAddr,
+    /// TLS, when configured; plain HTTP otherwise.
+    pub tls: Option<OidcTls>,
+    /// Forced `jwks_uri`.
+    pub jwks_uri: Option<String>,
+    /// Path prefix (`""` or `/something`, no trailing slash).
+    pub path_prefix: String,
+    /// Allowed host names (empty = any).
+    pub allowed_hosts: Vec<String>,
+}
 
 /// `Cache-Control` of both documents.
 pub const CACHE_CONTROL: &str = "public, max-age=3600";

@@ -12,8 +12,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use super::oidc::OidcTls;
 use super::side_listener::{self, OIDC};
-use crate::config::OidcTls;
 
 /// Why the TLS files could not be used.
 #[derive(Debug, thiserror::Error)]

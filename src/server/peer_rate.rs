@@ -11,7 +11,14 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::config::PeerRate;
+/// A per-peer token bucket: `per_second` tokens refill continuously up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PeerRate {
+    /// Sustained requests per second.
+    pub per_second: f64,
+    /// Requests allowed back to back.
+    pub burst: u32,
+}
 
 /// Peers tracked at most.
 pub const MAX_PEERS: usize = 65_536;

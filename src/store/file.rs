@@ -12,7 +12,36 @@ use std::path::{Path, PathBuf};
 
 use super::{Custody, Files, Snapshot, StoreError};
 use crate::bundle::BundlePart;
-use crate::config::CredentialPaths;
+
+/// Paths of the trust-bundle files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialPaths {
+    /// Trust anchors (`ca.crt`).
+    pub anchors: PathBuf,
+    /// Issuer certificate chain (`issuer.crt`).
+    pub issuer_cert: PathBuf,
+    /// Issuer private key (`issuer.key`).
+    pub issuer_key: PathBuf,
+}
+
+impl CredentialPaths {
+    /// Joins each file name to `dir` unless the name is an absolute path (Dapr ≥ 1.15).
+    pub fn new(dir: &Path, anchors: &str, issuer_cert: &str, issuer_key: &str) -> Self {
+        let join = |name: &str| {
+            let p = Path::new(name);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                dir.join(p)
+            }
+        };
+        Self {
+            anchors: join(anchors),
+            issuer_cert: join(issuer_cert),
+            issuer_key: join(issuer_key),
+        }
+    }
+}
 
 /// File name of the root key Sentry keeps for a CA it generated.
 pub const ROOT_KEY_FILE: &str = "root.key";

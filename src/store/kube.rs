@@ -1,7 +1,7 @@
 //! The Kubernetes store: Secret `dapr-trust-bundle` (trust anchors, issuer chain, issuer key, and
 //! Sentry's custody data as two extra keys: `root.key` and `rotation.json`) and ConfigMap
 //! `dapr-trust-bundle` (trust anchors only, for distribution), in Sentry's namespace. The JWT
-//! keys of the same Secret and ConfigMap belong to [`super::jwt_kube`], which goes through the
+//! keys of the same Secret and ConfigMap belong to [`super::jwt::JwtKubeStore`], which goes through the
 //! helpers here; every write copies the Secret's data map, so it keeps every key it does not own
 //! (Dapr's sentry does the same and ignores keys it does not know).
 //!

@@ -1,6 +1,6 @@
 //! Where a trust bundle lives: a directory in standalone mode ([`file`]), a Secret and a ConfigMap
 //! in Kubernetes mode ([`kube`], within the RBAC of Dapr's chart, see [`rbac`]); the JWT key and
-//! JWKS beside it ([`jwt`]: files in [`jwt_file`], Secret/ConfigMap keys in [`jwt_kube`]); how a
+//! JWKS beside it ([`jwt`]: files in [`jwt::JwtFileStore`], Secret/ConfigMap keys in [`jwt::JwtKubeStore`]); how a
 //! running Sentry learns that the store changed ([`changes`]). Reads and writes raw bundle bytes
 //! plus Sentry's custody data (the root key and the rotation journal); never signs anything.
 //! Key files with loose permissions are found by [`perms`].
@@ -8,8 +8,6 @@
 pub mod changes;
 pub mod file;
 pub mod jwt;
-pub mod jwt_file;
-pub mod jwt_kube;
 pub mod kube;
 pub mod perms;
 pub mod rbac;

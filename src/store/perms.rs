@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
+use super::file::CredentialPaths;
 use super::file::ROOT_KEY_FILE;
-use crate::config::{Config, Mode};
 
 /// Key material with permissions looser than allowed.
 #[derive(Debug, thiserror::Error)]
@@ -55,39 +55,33 @@ fn describe(findings: &[Finding]) -> String {
     parts.join("; ")
 }
 
-/// Checks the private keys Sentry reads from disk and the directories holding them. In
-/// standalone mode loose `issuer.key`, `root.key` or `jwt.key` (or a loose directory of theirs)
-/// are refused; the OIDC TLS key, the operator's serving key, only gets the warning. In
-/// Kubernetes mode every finding is one warning.
-pub fn check(config: &Config) -> Result<(), LoosePermissions> {
-    let creds = &config.credentials;
+/// Checks the private keys Sentry reads from disk (the bundle's, `jwt_key` and the OIDC server's
+/// `tls_key`) and the directories holding them. In standalone mode loose `issuer.key`,
+/// `root.key` or `jwt.key` (or a loose directory of theirs) are refused; the OIDC TLS key, the
+/// operator's serving key, only gets the warning. In Kubernetes mode every finding is one warning.
+pub fn check(
+    creds: &CredentialPaths,
+    jwt_key: Option<&Path>,
+    tls_key: Option<&Path>,
+    kubernetes: bool,
+) -> Result<(), LoosePermissions> {
     let dir = creds.anchors.parent().unwrap_or(Path::new("."));
     let root_key = dir.join(ROOT_KEY_FILE);
     let mut keys: Vec<&Path> = vec![&creds.issuer_key, &root_key];
-    if let Some(jwt) = &config.jwt {
-        keys.push(&jwt.key_path);
-    }
+    keys.extend(jwt_key);
     let mut dirs: Vec<&Path> = vec![dir];
     for key in &keys {
         if let Some(parent) = key.parent().filter(|p| !dirs.contains(p)) {
             dirs.push(parent);
         }
     }
-    let tls_key = config
-        .oidc
-        .as_ref()
-        .and_then(|o| o.tls.as_ref())
-        .map(|t| t.key.as_path());
-    match config.mode {
-        Mode::Standalone => {
-            warn_loose(&Vec::from_iter(tls_key), &[]);
-            refuse_loose(&keys, &dirs)
-        }
-        Mode::Kubernetes => {
-            keys.extend(tls_key);
-            warn_loose(&keys, &dirs);
-            Ok(())
-        }
+    if kubernetes {
+        keys.extend(tls_key);
+        warn_loose(&keys, &dirs);
+        Ok(())
+    } else {
+        warn_loose(&Vec::from_iter(tls_key), &[]);
+        refuse_loose(&keys, &dirs)
     }
 }
 

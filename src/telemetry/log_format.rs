@@ -322,7 +322,7 @@ mod tests {
             ),
             ("sentry::ca::issuer", Some("dapr.sentry.ca")),
             ("sentry::ca::jwt", Some("dapr.sentry.ca.jwt")),
-            ("sentry::store::jwt_kube", Some("dapr.sentry.ca.jwt")),
+            ("sentry::store::jwt::kube", Some("dapr.sentry.ca.jwt")),
             ("sentry::store::kube", Some("dapr.sentry.ca")),
             ("sentry::rotation::journal", Some("dapr.sentry.ca")),
             (
@@ -330,7 +330,7 @@ mod tests {
                 Some("dapr.sentry.identity.kubernetes"),
             ),
             (
-                "sentry::validator::jwks_source",
+                "sentry::validator::jwks::source",
                 Some("dapr.sentry.identity.jwks"),
             ),
             ("sentry::validator::insecure", Some("dapr.sentry.identity")),

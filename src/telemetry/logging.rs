@@ -6,6 +6,7 @@
 use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use tracing_subscriber::fmt::format::DefaultFields;
@@ -14,7 +15,7 @@ use tracing_subscriber::fmt::SubscriberBuilder;
 use tracing_subscriber::EnvFilter;
 
 use super::log_format::DaprFormat;
-use crate::config::{LogLevel, LogOptions};
+use tracing::Level;
 
 /// Installs the global subscriber, then logs the start-up notices. `RUST_LOG`, when set,
 /// overrides `--log-level`.
@@ -50,14 +51,28 @@ fn colour(terminal: bool, no_color: Option<OsString>) -> bool {
     terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
+/// Logging settings.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Verbosity: the most detailed level logged (Dapr's `fatal` is `ERROR` here).
+    pub level: Level,
+    /// Optional log file.
+    pub file: Option<PathBuf>,
+    /// JSON lines instead of text.
+    pub json: bool,
+    /// Warnings about the command line, logged once the logger is installed.
+    pub notices: Vec<String>,
+}
+
 type Builder = SubscriberBuilder<DefaultFields, DaprFormat, EnvFilter, BoxMakeWriter>;
 
 fn subscriber(opts: &LogOptions, writer: BoxMakeWriter, ansi: bool) -> Builder {
     let level = match opts.level {
-        LogLevel::Debug => "debug",
-        LogLevel::Info => "info",
-        LogLevel::Warn => "warn",
-        LogLevel::Error | LogLevel::Fatal => "error",
+        Level::TRACE => "trace",
+        Level::DEBUG => "debug",
+        Level::INFO => "info",
+        Level::WARN => "warn",
+        Level::ERROR => "error",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
@@ -92,7 +107,7 @@ mod tests {
 
     fn opts(json: bool, file: Option<std::path::PathBuf>) -> LogOptions {
         LogOptions {
-            level: LogLevel::Debug,
+            level: Level::DEBUG,
             file,
             json,
             notices: Vec::new(),

@@ -5,13 +5,24 @@
 pub mod common;
 pub mod insecure;
 pub mod jwks;
-pub mod jwks_source;
 pub mod kubernetes;
 
-use crate::config::ValidatorSet;
+pub use jwks::JwksOptions;
+
 use crate::pb::sign_certificate_request::TokenValidator;
 use crate::pb::SignCertificateRequest;
 use crate::spiffe::TrustDomain;
+
+/// Which validators are enabled and which one answers requests that name none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatorSet {
+    /// Enabled validators.
+    pub enabled: Vec<ValidatorKind>,
+    /// Validator used for `UNKNOWN`; `None` means the request must name one.
+    pub default: Option<ValidatorKind>,
+    /// Options of the `jwks` validator, when it is enabled.
+    pub jwks: Option<JwksOptions>,
+}
 
 /// The validators Sentry knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -9,6 +9,12 @@
 /// Deepest DER nesting walked; real certificates and CSRs nest fewer than 12 levels.
 const MAX_DER_DEPTH: usize = 32;
 
+/// Encodes one PEM block with `\n` line endings (as Go does).
+pub fn pem_block(label: &str, der: &[u8]) -> String {
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new(label, der.to_vec()), config)
+}
+
 /// Decodes PEM text made only of blocks and whitespace; at least one block.
 pub fn pem_blocks(text: &[u8]) -> Result<Vec<pem::Pem>, String> {
     let text = std::str::from_utf8(text).map_err(|_| "invalid PEM: not text".to_owned())?;

@@ -1,14 +1,14 @@
 //! The standalone store of the JWT part: `jwt.key` and `jwks.json` (paths resolved by
-//! [`crate::config::JwtConfig`]). Loads only a complete pair (one file without the other is
+//! the JWT settings). Loads only a complete pair (one file without the other is
 //! refused, never overwritten), verifies it, and writes new files 0600 via temp file + rename.
 
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use super::file::{sync_parent, write_temp};
-use super::jwt::{verify_pair, JwtStoreError};
+use super::{verify_pair, JwtStoreError};
 use crate::bundle::jwt::{JwtBundle, JwtKeySettings, JwtPart};
+use crate::store::file::{sync_parent, write_temp};
 
 /// The JWT key and JWKS kept in files.
 #[derive(Debug, Clone)]

@@ -1,15 +1,20 @@
 //! Where the JWT part of the bundle (signing key + JWKS) lives, chosen by the bundle's own store:
-//! two files in standalone mode ([`super::jwt_file`]), two keys of Secret `dapr-trust-bundle`
+//! two files in standalone mode ([`file`]), two keys of Secret `dapr-trust-bundle`
 //! with the JWKS also published in ConfigMap `dapr-trust-bundle` in Kubernetes mode
-//! ([`super::jwt_kube`]). Both load only a complete, verified pair: one text without the other is
+//! ([`kube`]). Both load only a complete, verified pair: one text without the other is
 //! refused (never overwritten), neither means "generate". Generating and retrying on a lost
 //! compare-and-swap is the caller's business; this module never creates a key.
 
 use std::path::{Path, PathBuf};
 
-use super::jwt_file::JwtFileStore;
-use super::jwt_kube::{JwtKubeStore, SecretBase};
-use super::{kube, Store, StoreError};
+mod file;
+mod kube;
+
+pub use file::JwtFileStore;
+pub use kube::{JwtKubeStore, SecretBase};
+
+use super::kube::base_name;
+use super::{Store, StoreError};
 use crate::bundle::jwt::{verify_jwt, JwtBundle, JwtBundleError, JwtKeySettings, JwtPart};
 
 /// Why the JWT part could not be loaded or saved.
@@ -77,8 +82,8 @@ impl JwtStore {
             }
             Store::Kube(k) => JwtStore::Kube(Box::new(JwtKubeStore::new(
                 (**k).clone(),
-                kube::base_name(key),
-                kube::base_name(jwks),
+                base_name(key),
+                base_name(jwks),
             ))),
         }
     }

@@ -22,10 +22,27 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::jwks::KeySet;
-use crate::config::JwksOptions;
+use super::KeySet;
 use crate::telemetry::health::Target;
 use crate::telemetry::Readiness;
+
+/// Default minimum interval between two fetches of a URL source.
+pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(600);
+/// Default HTTP timeout of a URL source.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings of the `jwks` validator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwksOptions {
+    /// `http(s)://` URL, file path, or inline JWKS JSON (optionally base64).
+    pub source: String,
+    /// PEM CA (inline or a file path) trusted for an HTTPS source; system roots otherwise.
+    pub ca_certificate: Option<String>,
+    /// Minimum interval between fetches of a URL source.
+    pub min_refresh_interval: Duration,
+    /// HTTP timeout.
+    pub request_timeout: Duration,
+}
 
 /// How often a file source is checked for changes.
 pub const FILE_POLL_INTERVAL: Duration = Duration::from_millis(500);

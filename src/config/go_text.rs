@@ -1,7 +1,20 @@
-//! Go's `time.ParseDuration` syntax (`1h30m`, `15m`, `500ms`, `1.5h`), as used by Dapr's
-//! `Configuration` (`workloadCertTTL`, `allowedClockSkew`) and the `--jwt-ttl` flag.
+//! Values in Go's text forms, as Dapr's flags and `Configuration` write them: durations in
+//! `time.ParseDuration` syntax (`1h30m`, `15m`, `500ms`, `1.5h`: `workloadCertTTL`,
+//! `allowedClockSkew`, `--jwt-ttl`) and booleans as `strconv.ParseBool` reads them (every bool
+//! flag).
 
 use std::time::Duration;
+
+/// A boolean flag value as Go's `strconv.ParseBool` reads it.
+pub fn go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!(
+            "{s:?} is not a boolean (accepted: 1 t T TRUE true True 0 f F FALSE false False)"
+        )),
+    }
+}
 
 /// Parses a Go duration string. Negative durations are refused (none is meaningful here).
 pub fn parse_go_duration(input: &str) -> Result<Duration, String> {

@@ -16,9 +16,9 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use tracing::info;
 
-use super::jwt::{verify_pair, JwtStoreError};
-use super::kube::{KubeStore, TRUST_BUNDLE};
+use super::{verify_pair, JwtStoreError};
 use crate::bundle::jwt::{JwtBundle, JwtKeySettings, JwtPart};
+use crate::store::kube::{KubeStore, TRUST_BUNDLE};
 
 /// The Secret as read, for the compare-and-swap write (`None`: it did not exist, or files).
 #[derive(Debug, Clone, Default)]

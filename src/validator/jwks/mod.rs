@@ -1,16 +1,20 @@
 //! The `jwks` validator (Dapr §3.5): the request's token must be a JWT signed by a key of the
 //! configured JWKS, with `aud` containing Sentry's SPIFFE ID and `sub` equal to the requested
 //! identity `spiffe://<td>/ns/<namespace>/<id>`, within 5 minutes of clock skew. Keys come from
-//! [`super::jwks_source`]; this module only decides.
+//! [`source`]; this module only decides.
 
 use std::time::Duration;
 
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::jwks_source::{JwksSetupError, KeyCache};
+mod source;
+
+pub use source::{
+    JwksOptions, JwksSetupError, KeyCache, DEFAULT_MIN_REFRESH_INTERVAL, DEFAULT_REQUEST_TIMEOUT,
+};
+
 use super::{common, ValidationError};
-use crate::config::JwksOptions;
 use crate::jose::{decode_compact, Algorithm, JwkSet, PublicKey};
 use crate::pb::SignCertificateRequest;
 use crate::spiffe::{SpiffeId, TrustDomain};
@@ -308,7 +312,7 @@ mod tests {
             NOW,
         ));
         assert!(err.len() < 200, "{err}");
-        let jwks = include_bytes!("../../testdata/fuzz/jwks_token-quoted-jwks-string");
+        let jwks = include_bytes!("../../../testdata/fuzz/jwks_token-quoted-jwks-string");
         let err = KeySet::from_json(&jwks[1..]).unwrap_err();
         assert!(err.len() < 200, "{err}");
     }
