@@ -39,7 +39,7 @@ SERVER_CORE=${SERVER_CORE:-1}
 LOAD_CORE=${LOAD_CORE:-0}
 
 bench/peer/build
-cargo build --release --bin sentry --bin sentry-load
+cargo build --release -p sentry -p sentry-load --bins
 ours=$repo/target/release/sentry
 dapr=$repo/target/dapr/sentry
 load=$repo/target/release/sentry-load

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use prost::Message;
-use sentry::bundle::{self, KeyType};
-use sentry::ca::{parse_csr, Signer};
-use sentry::pb::SignCertificateResponse;
-use sentry::spiffe::{SpiffeId, TrustDomain};
+use sentry_core::bundle::{self, KeyType};
+use sentry_core::ca::{parse_csr, Signer};
+use sentry_core::spiffe::{SpiffeId, TrustDomain};
+use sentry_proto::SignCertificateResponse;
 use time::OffsetDateTime;
 
 const TTL: Duration = Duration::from_secs(24 * 3600);
@@ -25,7 +25,7 @@ fn signer() -> Signer {
 }
 
 fn csr(key: KeyType) -> Vec<u8> {
-    sentry::client::new_csr(key).expect("csr").1.into_bytes()
+    sentry_client::new_csr(key).expect("csr").1.into_bytes()
 }
 
 /// What the gRPC handler does for one request once the validator has approved it.

@@ -10,12 +10,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sentry::bundle::jwt::{generate_jwt, JwtKeySettings};
-use sentry::bundle::KeyType;
-use sentry::ca::jwt::{JwtIssuer, JwtSettings};
-use sentry::jose::Algorithm;
-use sentry::pb::SignCertificateRequest;
-use sentry::spiffe::{SpiffeId, TrustDomain};
+use sentry_core::bundle::jwt::{generate_jwt, JwtKeySettings};
+use sentry_core::bundle::KeyType;
+use sentry_core::ca::jwt::{JwtIssuer, JwtSettings};
+use sentry_core::jose::Algorithm;
+use sentry_core::spiffe::{SpiffeId, TrustDomain};
+use sentry_proto::SignCertificateRequest;
 
 const RUN: Duration = Duration::from_secs(2);
 
@@ -79,12 +79,12 @@ fn micro() {
 
 async fn e2e(addr: &str, ca: &str, secs: u64) -> Result<(), Box<dyn std::error::Error>> {
     let anchors = std::fs::read(ca)?;
-    let tls = Arc::new(sentry::client::tls_config(
+    let tls = Arc::new(sentry_client::tls_config(
         &anchors,
         "spiffe://localhost/ns/default/dapr-sentry",
     )?);
-    let client = sentry::client::connect(addr.parse()?, tls).await?;
-    let (_key, csr) = sentry::client::new_csr(KeyType::Ed25519)?;
+    let client = sentry_client::connect(addr.parse()?, tls).await?;
+    let (_key, csr) = sentry_client::new_csr(KeyType::Ed25519)?;
     let req = SignCertificateRequest {
         id: "myapp".into(),
         namespace: "default".into(),

@@ -17,34 +17,34 @@ use tokio_stream::StreamExt;
 use tower::util::MapResponseLayer;
 use tracing::{info, warn};
 
-use crate::ca::{Ca, Lifetimes, Signer};
 use crate::config::{self, Config, ConfigError, Flags, LoadedConfiguration, Mode};
-use crate::k8s;
-use crate::pb::ca_server::CaServer;
-use crate::rotation::{self, Rotator};
-use crate::server::admission::Admission;
-use crate::server::conn_limit;
-use crate::server::grpc::{CaService, ControlPlane};
-use crate::server::heap_trim;
-use crate::server::http;
-use crate::server::side_listener;
-use crate::server::status;
-use crate::server::stream_budget::StreamBudget;
-use crate::server::tls::{self, ServingCert};
-use crate::store::changes::Changes;
-use crate::store::file::FileStore;
-use crate::store::kube::{base_name, Keys, KubeStore};
-use crate::store::Store;
-use crate::telemetry::health::Target;
-use crate::telemetry::{Metrics, Readiness};
-use crate::validator::kubernetes::KubernetesValidator;
-use crate::validator::Validators;
+use sentry_core::ca::{Ca, Lifetimes, Signer};
+use sentry_proto::ca_server::CaServer;
+use sentry_runtime::k8s;
+use sentry_runtime::rotation::{self, Rotator};
+use sentry_runtime::server::admission::Admission;
+use sentry_runtime::server::conn_limit;
+use sentry_runtime::server::grpc::{CaService, ControlPlane};
+use sentry_runtime::server::heap_trim;
+use sentry_runtime::server::http;
+use sentry_runtime::server::side_listener;
+use sentry_runtime::server::status;
+use sentry_runtime::server::stream_budget::StreamBudget;
+use sentry_runtime::server::tls::{self, ServingCert};
+use sentry_runtime::store::changes::Changes;
+use sentry_runtime::store::file::FileStore;
+use sentry_runtime::store::kube::{base_name, Keys, KubeStore};
+use sentry_runtime::store::Store;
+use sentry_runtime::telemetry::health::Target;
+use sentry_runtime::telemetry::{Metrics, Readiness};
+use sentry_runtime::validator::kubernetes::KubernetesValidator;
+use sentry_runtime::validator::Validators;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// HTTP/2 streams opened by peers and not yet answered, over all connections, per admitted
 /// request (`--max-in-flight-requests`): every stream beyond the in-flight bound is shed, so this
-/// keeps a queue for the shedding and no more ([`crate::server::stream_budget`]).
+/// keeps a queue for the shedding and no more ([`sentry_runtime::server::stream_budget`]).
 pub const OPEN_STREAMS_PER_IN_FLIGHT: usize = 4;
 
 /// Resolves the configuration (from a file, or from the API server in Kubernetes mode) and runs
@@ -105,7 +105,7 @@ fn check_non_root() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Result<()> {
-    crate::store::perms::check(
+    sentry_runtime::store::perms::check(
         &config.credentials,
         config.jwt.as_ref().map(|j| j.key_path.as_path()),
         config
@@ -126,7 +126,7 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
         }
     };
 
-    tokio::spawn(crate::telemetry::handshakes::report_forever());
+    tokio::spawn(sentry_runtime::telemetry::handshakes::report_forever());
     let healthz = bind(&config.healthz.to_bind_string()).await?;
     info!(addr = %healthz.local_addr()?, "Healthz server is listening");
     tokio::spawn(http::serve_healthz(healthz, readiness.clone(), stopped()));

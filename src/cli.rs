@@ -12,13 +12,13 @@ use clap::{Args, Parser, Subcommand};
 use time::OffsetDateTime;
 use x509_parser::prelude::FromDer;
 
-use crate::bundle::{self, CaParams, KeyType};
 use crate::config::{parse_go_duration, Flags, Mode};
-use crate::rotation::{self, Journal};
-use crate::spiffe::TrustDomain;
-use crate::store::file::{CredentialPaths, FileStore};
-use crate::store::kube::{Keys, KubeStore};
-use crate::store::{Custody, Files, Store, StoreError};
+use sentry_core::bundle::{self, CaParams, KeyType};
+use sentry_core::spiffe::TrustDomain;
+use sentry_runtime::rotation::{self, Journal};
+use sentry_runtime::store::file::{CredentialPaths, FileStore};
+use sentry_runtime::store::kube::{Keys, KubeStore};
+use sentry_runtime::store::{Custody, Files, Store, StoreError};
 
 /// Sentry's whole command line: the serve [`Flags`], or a subcommand.
 #[derive(Debug, Clone, Parser)]
@@ -139,7 +139,7 @@ impl Target {
         Ok(match self.mode {
             Mode::Standalone => Store::File(FileStore::new(paths)),
             Mode::Kubernetes => {
-                let client = crate::k8s::client(self.kubeconfig.as_deref()).await?;
+                let client = sentry_runtime::k8s::client(self.kubeconfig.as_deref()).await?;
                 let keys = Keys {
                     anchors: "ca.crt".into(),
                     issuer_cert: "issuer.crt".into(),
@@ -320,13 +320,13 @@ fn rotation_settings(params: CaParams) -> rotation::Settings {
 
 fn check(
     store: &Store,
-    snap: &crate::store::Snapshot,
+    snap: &sentry_runtime::store::Snapshot,
     now: OffsetDateTime,
 ) -> anyhow::Result<String> {
     let files = snap.files.as_ref().context("no trust bundle stored")?;
     let b = bundle::verify(&files.anchors, &files.issuer_cert, &files.issuer_key, now)
         .map_err(|e| anyhow::anyhow!("{}: {e}", store.describe(e.part)))?;
-    crate::ca::Signer::new(b.clone()).context("the issuer cannot sign")?;
+    sentry_core::ca::Signer::new(b.clone()).context("the issuer cannot sign")?;
     let mut out = String::new();
     let describe = |role: &str, der: &[u8], out: &mut String| {
         if let Ok((_, c)) = x509_parser::certificate::X509Certificate::from_der(der) {

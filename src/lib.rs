@@ -1,35 +1,15 @@
 //! Sentry-rs: a drop-in Rust replacement for Dapr Sentry, the certificate authority of the Dapr
-//! control plane.
+//! control plane. This crate is the edge: Dapr's flags and `Configuration` ([`config`]), the
+//! operator commands ([`cli`]) and the composition root that starts every part ([`app`]).
 //!
-//! One request's path, by folder: [`server::grpc`] receives `SignCertificate`, a
-//! [`validator`] decides who is asking, [`ca::csr`] extracts the requester's public key and
-//! [`ca::issuer`] signs a SPIFFE workload certificate with the current issuer. Beside the
-//! request path, [`bundle`] owns the trust bundle (generate, parse, verify) and [`store`] owns
-//! where it lives. [`config`] resolves flags and the Dapr `Configuration` once; [`telemetry`]
-//! owns logs, metrics and readiness; [`app`] wires everything together. [`load`] is the
-//! client-side load generator behind the `sentry-load` binary.
+//! One request's path, by crate and folder: `sentry_runtime::server::grpc` receives
+//! `SignCertificate`, a `sentry_runtime::validator` decides who is asking,
+//! `sentry_core::ca::csr` extracts the requester's public key and `sentry_core::ca::issuer`
+//! signs a SPIFFE workload certificate with the current issuer. Beside the request path,
+//! `sentry_core::bundle` owns the trust bundle (generate, parse, verify), `sentry_runtime::store`
+//! owns where it lives and `sentry_runtime::rotation` keeps it current. docs/ARCHITECTURE.md
+//! draws the crates, the request path and the long-lived tasks.
 
 pub mod app;
-pub mod bundle;
-pub mod ca;
 pub mod cli;
-pub mod client;
 pub mod config;
-pub mod encoding;
-pub mod error;
-pub mod jose;
-pub mod k8s;
-pub mod load;
-pub mod profile;
-pub mod rotation;
-pub mod server;
-pub mod spiffe;
-pub mod store;
-pub mod telemetry;
-pub mod validator;
-
-/// Generated protobuf/gRPC code for `dapr.proto.sentry.v1` (build.rs, with protox: no protoc).
-#[allow(missing_docs, clippy::all)]
-pub mod pb {
-    tonic::include_proto!("dapr.proto.sentry.v1");
-}

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use sentry::cli::{Command, CommandLine};
 use sentry::config::{log_options, normalize_args};
-use sentry::telemetry::logging;
+use sentry_runtime::telemetry::logging;
 
 fn operator(args: sentry::cli::CaArgs) -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

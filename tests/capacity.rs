@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use common::attack::{allow_open_files, client_from};
 use common::*;
 use rustls_pki_types::ServerName;
-use sentry::bundle::KeyType;
+use sentry_core::bundle::KeyType;
 
 const SENTRY_ID: &str = "spiffe://localhost/ns/default/dapr-sentry";
 
-fn sign_req(id: &str) -> sentry::pb::SignCertificateRequest {
+fn sign_req(id: &str) -> sentry_proto::SignCertificateRequest {
     request(id, "default", KeyType::Ed25519)
 }
 
@@ -41,7 +41,7 @@ async fn over_the_in_flight_bound_requests_are_shed_then_served_again() {
     );
 
     // Occupy the only slot: a SignCertificate whose headers arrive but whose body never does.
-    let tls = sentry::client::tls_config(&s.anchors(), SENTRY_ID).unwrap();
+    let tls = sentry_client::tls_config(&s.anchors(), SENTRY_ID).unwrap();
     let tcp = tokio::net::TcpStream::connect(s.grpc).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
         .connect(ServerName::try_from("dapr-sentry").unwrap(), tcp)

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::*;
-use sentry::bundle::KeyType;
+use sentry_core::bundle::KeyType;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_requests_all_succeed_with_distinct_serials() {

@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use sentry::bundle::KeyType;
-use sentry::pb::SignCertificateRequest;
+use sentry_core::bundle::KeyType;
+use sentry_proto::SignCertificateRequest;
 use tonic::Code;
 
 fn good() -> SignCertificateRequest {
@@ -13,11 +13,11 @@ fn good() -> SignCertificateRequest {
 }
 
 fn csr_pem_with(label: &str, der: Vec<u8>) -> Vec<u8> {
-    sentry::bundle::pem_block(label, &der).into_bytes()
+    sentry_core::bundle::pem_block(label, &der).into_bytes()
 }
 
 fn good_csr_der() -> Vec<u8> {
-    let (_k, pem_text) = sentry::client::new_csr(KeyType::EcdsaP256).unwrap();
+    let (_k, pem_text) = sentry_client::new_csr(KeyType::EcdsaP256).unwrap();
     pem::parse(pem_text).unwrap().into_contents()
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sentry::bundle::KeyType;
+use sentry_core::bundle::KeyType;
 use tokio::sync::mpsc;
 
 /// A small tmpfs mounted for one test and unmounted on drop.

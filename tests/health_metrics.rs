@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use sentry::bundle::KeyType;
+use sentry_core::bundle::KeyType;
 
 #[tokio::test]
 async fn healthz_and_metrics_report_dapr_names() {

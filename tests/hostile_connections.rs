@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sentry::bundle::KeyType;
+use sentry_core::bundle::KeyType;
 
 const SILENT: usize = 400;
 const DRIBBLERS: usize = 150;

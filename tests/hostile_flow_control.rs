@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::attack::*;
 use common::*;
-use sentry::bundle::KeyType;
+use sentry_core::bundle::KeyType;
 
 const CONNECTIONS: usize = 1000;
 const STREAMS: usize = 128;
@@ -48,7 +48,7 @@ struct Outcome {
     after_rss_mib: u64,
 }
 
-async fn closed_windows(opts: Opts, req: sentry::pb::SignCertificateRequest) -> Outcome {
+async fn closed_windows(opts: Opts, req: sentry_proto::SignCertificateRequest) -> Outcome {
     allow_open_files(CONNECTIONS as u64 + 2048);
     let tmp = tempfile::tempdir().unwrap();
     let s = Sentry::start(tmp.path(), opts);

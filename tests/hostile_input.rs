@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use common::hostile::*;
 use common::*;
-use sentry::bundle::KeyType;
-use sentry::pb::SignCertificateRequest;
+use sentry_core::bundle::KeyType;
+use sentry_proto::SignCertificateRequest;
 use tonic::Code;
 
 fn good() -> SignCertificateRequest {
@@ -275,7 +275,7 @@ fn bundle_files_with_loose_pem_or_der_are_refused() {
     let stretched = non_minimal_outer_length(&der_of(&anchors));
     std::fs::write(
         creds.join("ca.crt"),
-        sentry::bundle::pem_block("CERTIFICATE", &stretched),
+        sentry_core::bundle::pem_block("CERTIFICATE", &stretched),
     )
     .unwrap();
     assert_start_refused(

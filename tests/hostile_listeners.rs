@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::hostile::*;
 use common::*;
-use sentry::bundle::KeyType;
+use sentry_core::bundle::KeyType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 

@@ -9,8 +9,8 @@ mod common;
 
 use common::*;
 use prost::Message;
-use sentry::bundle::KeyType;
-use sentry::pb::{SignCertificateRequest, SignCertificateResponse};
+use sentry_core::bundle::KeyType;
+use sentry_proto::{SignCertificateRequest, SignCertificateResponse};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -94,13 +94,13 @@ fn csr_der(pem_bytes: &[u8]) -> Vec<u8> {
 }
 
 fn csr_pem(der: &[u8]) -> Vec<u8> {
-    sentry::bundle::pem_block("CERTIFICATE REQUEST", der).into_bytes()
+    sentry_core::bundle::pem_block("CERTIFICATE REQUEST", der).into_bytes()
 }
 
 /// A CSR carrying key A's public key but signed by key B.
 fn mismatched_signature_csr() -> Vec<u8> {
-    let (_, a) = sentry::client::new_csr(KeyType::Ed25519).unwrap();
-    let (_, b) = sentry::client::new_csr(KeyType::Ed25519).unwrap();
+    let (_, a) = sentry_client::new_csr(KeyType::Ed25519).unwrap();
+    let (_, b) = sentry_client::new_csr(KeyType::Ed25519).unwrap();
     let spki = |der: &[u8]| {
         let (_, csr) =
             x509_parser::certification_request::X509CertificationRequest::from_der(der).unwrap();
@@ -494,7 +494,7 @@ async fn hostile_requests_get_clean_statuses_and_change_nothing() {
     let s = Sentry::start(tmp.path(), Opts::default());
     let creds_before = snapshot(&s.creds());
     let channel = channel(&s).await;
-    let mut client = sentry::pb::ca_client::CaClient::new(channel.clone());
+    let mut client = sentry_proto::ca_client::CaClient::new(channel.clone());
     let (mut issued, mut handled) = (0u64, 0u64);
     for case in cases(&s.anchors()) {
         let name = case.name;
@@ -568,7 +568,7 @@ async fn hostile_requests_get_clean_statuses_and_change_nothing() {
 async fn jwt_audiences_cannot_inflate_the_response() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Sentry::start(tmp.path(), Opts::default().arg("--jwt-enabled"));
-    let mut client = sentry::pb::ca_client::CaClient::new(channel(&s).await);
+    let mut client = sentry_proto::ca_client::CaClient::new(channel(&s).await);
     let cases: Vec<(&str, Vec<String>, &str)> = vec![
         (
             "one audience just under the message limit",

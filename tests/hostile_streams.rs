@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::attack::*;
 use common::*;
 use prost::bytes::Bytes;
-use sentry::bundle::KeyType;
+use sentry_core::bundle::KeyType;
 
 const CONNECTIONS: usize = 9;
 const STREAMS: usize = 128;

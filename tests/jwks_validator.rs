@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use jwt_common::*;
-use sentry::bundle::KeyType;
-use sentry::jose::Algorithm;
-use sentry::pb::SignCertificateRequest;
+use sentry_core::bundle::KeyType;
+use sentry_core::jose::Algorithm;
+use sentry_proto::SignCertificateRequest;
 use tonic::Code;
 
 const SUB: &str = "spiffe://public/ns/default/myapp";

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use common::*;
 use jwt_common::*;
-use sentry::bundle::KeyType;
+use sentry_core::bundle::KeyType;
 
 const SKEW: i64 = 15 * 60;
 
@@ -186,9 +186,9 @@ async fn supplied_openssl_key_with_user_key_id() {
         .output()
         .unwrap()
         .stdout;
-    let x = sentry::jose::b64url(&der[der.len() - 32..]);
+    let x = sentry_core::jose::b64url(&der[der.len() - 32..]);
     let jwks = serde_json::json!({"keys": [
-        {"kty": "OKP", "crv": "Ed25519", "x": sentry::jose::b64url(&[7u8; 32]), "kid": "old-key", "use": "sig"},
+        {"kty": "OKP", "crv": "Ed25519", "x": sentry_core::jose::b64url(&[7u8; 32]), "kid": "old-key", "use": "sig"},
         {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "my-key", "use": "sig", "alg": "EdDSA"},
     ]});
     let jwks_path = keys.join("jwks.json");

@@ -12,7 +12,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use sentry::validator::kubernetes::Caches;
+use sentry_runtime::validator::kubernetes::Caches;
 
 /// Pod names the fake lists (namespace `ns`, app id `app`).
 type Pods = Arc<Mutex<Vec<String>>>;
@@ -65,7 +65,7 @@ async fn fake(State(pods): State<Pods>, uri: Uri) -> Response {
     }
 }
 
-/// Starts the fake and returns a Sentry client for it (built by `sentry::k8s::client`).
+/// Starts the fake and returns a Sentry client for it (built by `sentry_runtime::k8s::client`).
 async fn start(pods: Pods) -> (kube::Client, tempfile::TempDir) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -83,7 +83,9 @@ async fn start(pods: Pods) -> (kube::Client, tempfile::TempDir) {
         ),
     )
     .unwrap();
-    let client = sentry::k8s::client(Some(&kubeconfig)).await.unwrap();
+    let client = sentry_runtime::k8s::client(Some(&kubeconfig))
+        .await
+        .unwrap();
     (client, dir)
 }
 
@@ -92,17 +94,19 @@ async fn a_404_without_status_body_is_not_found() {
     let (client, _dir) = start(Pods::default()).await;
     let secrets: Api<Secret> = Api::namespaced(client, "ns");
     for name in ["bare", "with-status", "long-404"] {
-        let got = sentry::k8s::call(secrets.get_opt(name)).await;
+        let got = sentry_runtime::k8s::call(secrets.get_opt(name)).await;
         assert!(matches!(got, Ok(None)), "{name}: {got:?}");
-        let err = sentry::k8s::call(secrets.get(name)).await.unwrap_err();
+        let err = sentry_runtime::k8s::call(secrets.get(name))
+            .await
+            .unwrap_err();
         assert!(err.is_not_found(), "{name}: {err:?}");
     }
-    let err = sentry::k8s::call(secrets.get_opt("forbidden"))
+    let err = sentry_runtime::k8s::call(secrets.get_opt("forbidden"))
         .await
         .unwrap_err();
     assert!(!err.is_not_found(), "{err:?}");
     assert!(
-        matches!(&err, sentry::k8s::K8sError::Api(kube::Error::Api(s)) if s.reason == "Forbidden"),
+        matches!(&err, sentry_runtime::k8s::K8sError::Api(kube::Error::Api(s)) if s.reason == "Forbidden"),
         "{err:?}"
     );
 }

@@ -6,8 +6,8 @@ mod common;
 
 use common::cluster::*;
 use common::*;
-use sentry::pb::ca_client::CaClient;
-use sentry::pb::SignCertificateRequest;
+use sentry_proto::ca_client::CaClient;
+use sentry_proto::SignCertificateRequest;
 use tonic::transport::Channel;
 
 /// Starts Sentry in Kubernetes mode with control-plane namespace `cp`.
@@ -21,9 +21,9 @@ async fn start_sentry(tmp: &std::path::Path, cp: &str) -> (Sentry, String) {
     (s, anchors)
 }
 
-fn leaf_uri(resp: &sentry::pb::SignCertificateResponse) -> String {
+fn leaf_uri(resp: &sentry_proto::SignCertificateResponse) -> String {
     let leaf = pem_certs(&resp.workload_certificate).remove(0);
-    let uris = sentry::client::uri_sans(&leaf).unwrap();
+    let uris = sentry_client::uri_sans(&leaf).unwrap();
     assert_eq!(uris.len(), 1);
     uris[0].clone()
 }
@@ -459,7 +459,7 @@ async fn root_key_custody_hot_reload_and_phased_rotation_in_the_cluster() {
         "Sentry keeps the root key in the trust-bundle Secret"
     );
     let anchors = configmap_anchors(&kc, cp).await.unwrap();
-    let issuer_of = |resp: &sentry::pb::SignCertificateResponse| {
+    let issuer_of = |resp: &sentry_proto::SignCertificateResponse| {
         pem_certs(&resp.workload_certificate).remove(1)
     };
     let ns = "apps-rotate";
@@ -513,7 +513,7 @@ async fn root_key_custody_hot_reload_and_phased_rotation_in_the_cluster() {
     // A root rotation: the new root is published beside the old one in Secret and ConfigMap,
     // then (after the 2 s grace) the new issuer activates while both roots stay trusted.
     ca_kube_ok(&["renew", "--root"], cp);
-    wait_for_rotation_phase(&kc, cp, sentry::rotation::Phase::Active, &s).await;
+    wait_for_rotation_phase(&kc, cp, sentry_runtime::rotation::Phase::Active, &s).await;
     let published = configmap_anchors(&kc, cp).await.unwrap();
     assert_eq!(
         pem_certs(published.as_bytes()).len(),

@@ -15,8 +15,8 @@ use jwt_common::*;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::ByteString;
 use kube::api::{Api, ObjectMeta, PostParams};
-use sentry::bundle::jwt::{generate_jwt, JwtKeySettings};
-use sentry::jose::Algorithm;
+use sentry_core::bundle::jwt::{generate_jwt, JwtKeySettings};
+use sentry_core::jose::Algorithm;
 
 const BUNDLE: &str = "dapr-trust-bundle";
 
@@ -337,7 +337,7 @@ async fn issuer_renewal_and_root_rotation_keep_the_jwt_keys() {
 
     // A root rotation goes through several bundle writes (prepare, publish, activate).
     ca_kube_ok(&["renew", "--root"], cp);
-    wait_for_rotation_phase(&kc, cp, sentry::rotation::Phase::Active, &s).await;
+    wait_for_rotation_phase(&kc, cp, sentry_runtime::rotation::Phase::Active, &s).await;
     let anchors = configmap_anchors(&kc, cp).await.unwrap();
     assert_eq!(pem_certs(anchors.as_bytes()).len(), 2, "rotated: two roots");
     kept("root rotation").await;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::*;
 use common::*;
-use sentry::bundle::KeyType;
+use sentry_core::bundle::KeyType;
 
 #[tokio::test]
 async fn api_server_down_then_back() {
@@ -46,7 +46,7 @@ async fn api_server_down_then_back() {
     .await
     .unwrap();
     let tls = Arc::new(
-        sentry::client::tls_config(
+        sentry_client::tls_config(
             anchors.as_bytes(),
             &format!("spiffe://cluster.local/ns/{cp}/dapr-sentry"),
         )
@@ -60,7 +60,7 @@ async fn api_server_down_then_back() {
         r
     };
     let req = || req_with(&token);
-    let mut client = sentry::client::connect(s.grpc, tls.clone()).await.unwrap();
+    let mut client = sentry_client::connect(s.grpc, tls.clone()).await.unwrap();
     client.sign_certificate(req()).await.unwrap();
 
     c.stop_apiserver();
@@ -103,7 +103,7 @@ async fn api_server_down_then_back() {
         }
     }
     // A fresh connection works too; same process.
-    let mut fresh = sentry::client::connect(s.grpc, tls).await.unwrap();
+    let mut fresh = sentry_client::connect(s.grpc, tls).await.unwrap();
     fresh
         .sign_certificate(req_with(&fresh_token))
         .await

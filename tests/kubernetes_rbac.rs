@@ -15,8 +15,8 @@ use common::*;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use kube::api::{Api, ObjectMeta, PostParams};
-use sentry::bundle::{self, CaParams, KeyType};
-use sentry::spiffe::TrustDomain;
+use sentry_core::bundle::{self, CaParams, KeyType};
+use sentry_core::spiffe::TrustDomain;
 use time::OffsetDateTime;
 
 const BUNDLE: &str = "dapr-trust-bundle";
@@ -83,7 +83,7 @@ async fn secret_data(kc: &kube::Client, cp: &str) -> BTreeMap<String, ByteString
     api.get(BUNDLE).await.unwrap().data.unwrap_or_default()
 }
 
-fn served_issuer(resp: &sentry::pb::SignCertificateResponse) -> Vec<u8> {
+fn served_issuer(resp: &sentry_proto::SignCertificateResponse) -> Vec<u8> {
     pem_certs(&resp.workload_certificate).remove(1)
 }
 

@@ -1,24 +1,37 @@
-//! A quick run of the `sentry-load` binary against the real server: a few hundred requests, new
-//! and reused connections, every answer checked, JSON report parsed.
+//! A quick run of the load generator (`sentry-load`'s library, with the binary's own flags)
+//! against the real server: a few hundred requests, new and reused connections, every answer
+//! checked, the JSON form of the report read back.
 
 mod common;
 
-use std::process::Command;
-
+use clap::Parser;
 use common::*;
 
-fn run_load(s: &Sentry, extra: &[&str]) -> serde_json::Value {
+/// Runs the load generator as `sentry-load --addr … --anchors … --json <args>` would.
+fn load(s: &Sentry, args: &[&str]) -> serde_json::Value {
     let anchors = s.creds().join("ca.crt");
-    let out = run_ok(
-        Command::new(env!("CARGO_BIN_EXE_sentry-load"))
-            .arg("--addr")
-            .arg(s.grpc.to_string())
-            .arg("--anchors")
-            .arg(&anchors)
-            .args(["--json", "--concurrency", "8"])
-            .args(extra),
-    );
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    let mut argv = vec![
+        "sentry-load".to_owned(),
+        "--addr".into(),
+        s.grpc.to_string(),
+    ];
+    argv.extend([
+        "--anchors".to_owned(),
+        anchors.display().to_string(),
+        "--json".into(),
+    ]);
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let opts = sentry_load::Options::try_parse_from(argv).unwrap();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let report = rt.block_on(sentry_load::run(&opts)).unwrap();
+    serde_json::to_value(&report).unwrap()
+}
+
+fn run_load(s: &Sentry, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--concurrency", "8"];
+    args.extend(extra);
+    load(s, &args)
 }
 
 #[test]
@@ -42,17 +55,20 @@ fn sentry_load_signs_and_checks_every_answer() {
 fn sentry_load_reports_a_wrong_server_id_as_connect_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Sentry::start(tmp.path(), Opts::default());
-    let out = Command::new(env!("CARGO_BIN_EXE_sentry-load"))
-        .arg("--addr")
-        .arg(s.grpc.to_string())
-        .arg("--anchors")
-        .arg(s.creds().join("ca.crt"))
-        .args(["--json", "--requests", "5", "--concurrency", "1"])
-        .args(["--server-id", "spiffe://localhost/ns/default/not-sentry"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "no answer may be accepted");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["ok"], 0);
+    let report = load(
+        &s,
+        &[
+            "--requests",
+            "5",
+            "--concurrency",
+            "1",
+            "--server-id",
+            "spiffe://localhost/ns/default/not-sentry",
+        ],
+    );
+    assert_eq!(
+        report["ok"], 0,
+        "no answer may be accepted (the binary then exits 1)"
+    );
     assert_eq!(report["errors_by_kind"]["connect"], 5, "{report:#}");
 }

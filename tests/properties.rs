@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use rustls_pki_types::{CertificateDer, UnixTime};
-use sentry::bundle::{self, CaParams, KeyType, ROOT_TTL};
-use sentry::ca::{parse_csr, IssueError, Signer};
-use sentry::spiffe::{SpiffeId, TrustDomain, MAX_ID_LEN};
+use sentry_core::bundle::{self, CaParams, KeyType, ROOT_TTL};
+use sentry_core::ca::{parse_csr, IssueError, Signer};
+use sentry_core::spiffe::{SpiffeId, TrustDomain, MAX_ID_LEN};
 use time::OffsetDateTime;
 use x509_parser::extensions::GeneralName;
 
@@ -92,7 +92,7 @@ fn check_issue(p: &Issue) -> Result<(), TestCaseError> {
     let issuer_not_after = bundle.issuer_not_after;
     let signer = Signer::new(bundle).unwrap();
 
-    let (_, csr) = sentry::client::new_csr(p.csr_key).unwrap();
+    let (_, csr) = sentry_client::new_csr(p.csr_key).unwrap();
     let key = parse_csr(csr.as_bytes()).unwrap();
     let id = SpiffeId::new(td, &p.namespace, &p.app_id).unwrap();
     let ttl = Duration::from_secs(p.ttl_secs);

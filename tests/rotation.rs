@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use sentry::bundle::KeyType;
+use sentry_core::bundle::KeyType;
 
-fn served_issuer(resp: &sentry::pb::SignCertificateResponse) -> Vec<u8> {
+fn served_issuer(resp: &sentry_proto::SignCertificateResponse) -> Vec<u8> {
     pem_certs(&resp.workload_certificate).remove(1)
 }
 
@@ -34,7 +34,7 @@ fn ca(args: &[&str], creds: &Path) -> std::process::Output {
 
 fn journal_phase(creds: &Path) -> Option<String> {
     let text = std::fs::read(creds.join("rotation.json")).ok()?;
-    let j = sentry::rotation::Journal::parse(&text).ok()?;
+    let j = sentry_runtime::rotation::Journal::parse(&text).ok()?;
     Some(format!("{:?}", j.phase))
 }
 
@@ -160,15 +160,15 @@ struct Sidecar {
 }
 
 async fn fetch(s: &Sentry, id: &str, anchors: &[u8]) -> Result<Sidecar, String> {
-    let (key, csr) = sentry::client::new_csr(KeyType::Ed25519).map_err(|e| e.to_string())?;
+    let (key, csr) = sentry_client::new_csr(KeyType::Ed25519).map_err(|e| e.to_string())?;
     let tls = Arc::new(
-        sentry::client::tls_config(anchors, "spiffe://localhost/ns/default/dapr-sentry")
+        sentry_client::tls_config(anchors, "spiffe://localhost/ns/default/dapr-sentry")
             .map_err(|e| e.to_string())?,
     );
-    let mut c = sentry::client::connect(s.grpc, tls)
+    let mut c = sentry_client::connect(s.grpc, tls)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let req = sentry::pb::SignCertificateRequest {
+    let req = sentry_proto::SignCertificateRequest {
         id: id.into(),
         namespace: "default".into(),
         certificate_signing_request: csr.into_bytes(),
@@ -221,7 +221,7 @@ async fn mtls(server: &Sidecar, client: &Sidecar) -> Result<(), String> {
         .with_single_cert(server.chain.clone(), key(&server.key))
         .map_err(|e| e.to_string())?;
     let server_id = format!("spiffe://public/ns/default/{}", server.id);
-    let peer_verifier = sentry::client::SpiffeServerVerifier::new(&client.anchors, &server_id)?;
+    let peer_verifier = sentry_client::SpiffeServerVerifier::new(&client.anchors, &server_id)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let client_cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -361,7 +361,7 @@ async fn sigkill_in_every_phase_resumes_and_finishes() {
         killed.push(phase.clone());
         if phase == "Activating" {
             // Simulate a crash between the two renames of the issuer update.
-            let j = sentry::rotation::Journal::parse(
+            let j = sentry_runtime::rotation::Journal::parse(
                 &std::fs::read(creds.join("rotation.json")).unwrap(),
             )
             .unwrap();

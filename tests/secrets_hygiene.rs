@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use sentry::bundle::KeyType;
-use sentry::pb::SignCertificateRequest;
+use sentry_core::bundle::KeyType;
+use sentry_proto::SignCertificateRequest;
 
 /// Strings that must never appear in a log, with what they are.
 struct Secrets(Vec<(String, String)>);
@@ -45,7 +45,7 @@ impl Secrets {
 }
 
 fn token(i: usize) -> String {
-    let (_, csr) = sentry::client::new_csr(KeyType::Ed25519).unwrap();
+    let (_, csr) = sentry_client::new_csr(KeyType::Ed25519).unwrap();
     // Random, unmistakable token material (the CSR signature bytes are random enough).
     let der = pem::parse(csr).unwrap().into_contents();
     let tail: String = der[der.len() - 16..]
@@ -102,7 +102,7 @@ async fn workload(s: &Sentry, secrets: &mut Secrets) {
                 let n = der.len();
                 der[n - 3] ^= 0x40;
                 r.certificate_signing_request =
-                    sentry::bundle::pem_block("CERTIFICATE REQUEST", &der).into_bytes();
+                    sentry_core::bundle::pem_block("CERTIFICATE REQUEST", &der).into_bytes();
                 r
             },
             false,

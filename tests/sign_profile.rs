@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ::time::OffsetDateTime;
 use common::*;
-use sentry::bundle::KeyType;
+use sentry_core::bundle::KeyType;
 use x509_parser::prelude::*;
 
 fn parse(der: &[u8]) -> X509Certificate<'_> {
@@ -179,7 +179,7 @@ async fn first_certificate_has_the_dapr_profile_and_verifies_independently() {
     let dir = tmp.path();
     std::fs::write(
         dir.join("leaf.pem"),
-        sentry::bundle::pem_block("CERTIFICATE", &certs[0]),
+        sentry_core::bundle::pem_block("CERTIFICATE", &certs[0]),
     )
     .unwrap();
     std::fs::write(dir.join("chain.pem"), &resp.workload_certificate).unwrap();
@@ -211,7 +211,7 @@ async fn first_certificate_has_the_dapr_profile_and_verifies_independently() {
 }
 
 fn x509_uris(der: &[u8]) -> Vec<String> {
-    sentry::client::uri_sans(der).unwrap()
+    sentry_client::uri_sans(der).unwrap()
 }
 
 fn go_verify_err(anchors: &Path, chain: &Path, id: &str) -> String {
@@ -273,8 +273,8 @@ async fn control_plane_services_get_their_dns_names() {
             .arg("cluster.local"),
     );
     let client_id = "spiffe://cluster.local/ns/dapr-system/dapr-sentry";
-    let tls = std::sync::Arc::new(sentry::client::tls_config(&s.anchors(), client_id).unwrap());
-    let mut client = sentry::client::connect(s.grpc, tls).await.unwrap();
+    let tls = std::sync::Arc::new(sentry_client::tls_config(&s.anchors(), client_id).unwrap());
+    let mut client = sentry_client::connect(s.grpc, tls).await.unwrap();
     let cases: [(&str, Vec<String>); 4] = [
         ("dapr-injector", vec!["dapr-sidecar-injector.dapr-system.svc".into()]),
         ("dapr-operator", vec!["dapr-webhook.dapr-system.svc".into()]),
@@ -342,16 +342,16 @@ async fn leaf_never_outlives_its_issuer() {
     let tmp = tempfile::tempdir().unwrap();
     // Root valid a year; issuer expiring in one hour.
     let now = OffsetDateTime::now_utc();
-    let td = sentry::spiffe::TrustDomain::parse("localhost").unwrap();
+    let td = sentry_core::spiffe::TrustDomain::parse("localhost").unwrap();
     let root_key = KeyType::EcdsaP256.generate().unwrap();
-    let root_params = sentry::profile::root_params(
+    let root_params = sentry_core::profile::root_params(
         &td,
         now - Duration::from_secs(60),
         now + Duration::from_secs(365 * 86400),
     );
     let root = root_params.self_signed(&root_key).unwrap();
     let issuer_key = KeyType::EcdsaP256.generate().unwrap();
-    let issuer = sentry::profile::issuer_params(
+    let issuer = sentry_core::profile::issuer_params(
         &td,
         "default",
         now - Duration::from_secs(60),

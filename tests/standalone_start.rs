@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use sentry::bundle::KeyType;
+use sentry_core::bundle::KeyType;
 
 #[tokio::test]
 async fn first_start_generates_second_start_reuses() {
@@ -110,7 +110,7 @@ async fn openssl_made_p256_bundle_is_loaded_and_used() {
     assert_eq!(certs.len(), 2, "root not repeated in the chain");
     std::fs::write(
         tmp.path().join("leaf.pem"),
-        sentry::bundle::pem_block("CERTIFICATE", &certs[0]),
+        sentry_core::bundle::pem_block("CERTIFICATE", &certs[0]),
     )
     .unwrap();
     let out = run_ok(
@@ -231,17 +231,20 @@ fn issuer_not_chaining_to_anchors_stops_start_up() {
 fn expired_issuer_stops_start_up() {
     let tmp = tempfile::tempdir().unwrap();
     let long_ago = time::OffsetDateTime::now_utc() - Duration::from_secs(400 * 86400);
-    let td = sentry::spiffe::TrustDomain::parse("localhost").unwrap();
-    let params = sentry::bundle::CaParams::new(td, "default", KeyType::Ed25519, Duration::ZERO);
-    let g = sentry::bundle::generate(&params, long_ago).unwrap();
-    let store = sentry::store::file::FileStore::new(sentry::store::file::CredentialPaths::new(
-        &tmp.path().join("creds"),
-        "ca.crt",
-        "issuer.crt",
-        "issuer.key",
-    ));
+    let td = sentry_core::spiffe::TrustDomain::parse("localhost").unwrap();
+    let params =
+        sentry_core::bundle::CaParams::new(td, "default", KeyType::Ed25519, Duration::ZERO);
+    let g = sentry_core::bundle::generate(&params, long_ago).unwrap();
+    let store = sentry_runtime::store::file::FileStore::new(
+        sentry_runtime::store::file::CredentialPaths::new(
+            &tmp.path().join("creds"),
+            "ca.crt",
+            "issuer.crt",
+            "issuer.key",
+        ),
+    );
     store
-        .write_files(None, &sentry::store::Files::of(&g.bundle))
+        .write_files(None, &sentry_runtime::store::Files::of(&g.bundle))
         .unwrap();
     assert_refused(tmp.path(), &["issuer.crt", "expired"]);
 }
@@ -302,10 +305,10 @@ async fn single_dash_flags_are_accepted() {
             .arg("debug"),
     );
     let tls = std::sync::Arc::new(
-        sentry::client::tls_config(&s.anchors(), "spiffe://example.org/ns/default/dapr-sentry")
+        sentry_client::tls_config(&s.anchors(), "spiffe://example.org/ns/default/dapr-sentry")
             .unwrap(),
     );
-    let mut c = sentry::client::connect(s.grpc, tls).await.unwrap();
+    let mut c = sentry_client::connect(s.grpc, tls).await.unwrap();
     c.sign_certificate(request("a", "b", KeyType::Ed25519))
         .await
         .unwrap();

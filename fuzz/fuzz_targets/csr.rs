@@ -1,19 +1,19 @@
-//! CSR parsing and verification (`sentry::ca::parse_csr`). The first byte picks the form: odd →
+//! CSR parsing and verification (`sentry_core::ca::parse_csr`). The first byte picks the form: odd →
 //! the rest is DER, wrapped in a `CERTIFICATE REQUEST` PEM block; even → the rest is sent as is.
 //! A key that is accepted must also be signable (the CA never fails on an accepted CSR), and a
 //! refusal's message stays short.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sentry::ca::parse_csr;
-use sentry::spiffe::{SpiffeId, TrustDomain};
+use sentry_core::ca::parse_csr;
+use sentry_core::spiffe::{SpiffeId, TrustDomain};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
     let input = if mode & 1 == 1 {
-        sentry::bundle::pem_block("CERTIFICATE REQUEST", rest).into_bytes()
+        sentry_core::bundle::pem_block("CERTIFICATE REQUEST", rest).into_bytes()
     } else {
         rest.to_vec()
     };

@@ -1,4 +1,4 @@
-//! The `jwks` validator's token check (`sentry::validator::jwks::verify_token`), which reads
+//! The `jwks` validator's token check (`sentry_runtime::validator::jwks::verify_token`), which reads
 //! tokens from anyone before any signature is known good. First byte even: the rest is a token
 //! checked against the harness's keys; odd: the rest is a JWKS and a token (split at
 //! `sentry_fuzz::SEPARATOR`), the JWKS parsed by `KeySet::from_json`. Nothing panics, and
@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sentry::validator::jwks::{verify_token, KeySet};
+use sentry_runtime::validator::jwks::{verify_token, KeySet};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {

@@ -1,11 +1,11 @@
 //! Kubernetes service-account token claim parsing
-//! (`sentry::validator::kubernetes::token::pod_claims`): JWS compact tokens and bare JSON claims,
+//! (`sentry_runtime::validator::kubernetes::token::pod_claims`): JWS compact tokens and bare JSON claims,
 //! read without verification after a TokenReview, and the token's remaining life. Any input gives
 //! a claim, no claim, or an error with a short message; an accepted pod name is never empty.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sentry::validator::kubernetes::token::{pod_claims, remaining_life};
+use sentry_runtime::validator::kubernetes::token::{pod_claims, remaining_life};
 
 fuzz_target!(|data: &[u8]| {
     let token = String::from_utf8_lossy(data);

@@ -1,15 +1,15 @@
 //! The whole `SignCertificate` handling: fuzz bytes decoded as a protobuf request
 //! (`prost::Message::decode`, as tonic does), then the server's own path
-//! (`sentry::server::grpc::sign_certificate`: validator, CSR, identity, signing, JWT-SVIDs)
+//! (`sentry_runtime::server::grpc::sign_certificate`: validator, CSR, identity, signing, JWT-SVIDs)
 //! against a real CA. Every refusal must be the caller's fault (never `Internal`) with a short message, and every
 //! certificate must carry exactly the validated identity.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use sentry::pb::SignCertificateRequest;
-use sentry::server::grpc::sign_certificate;
-use sentry::spiffe::{SpiffeId, TrustDomain};
+use sentry_proto::SignCertificateRequest;
+use sentry_runtime::server::grpc::sign_certificate;
+use sentry_core::spiffe::{SpiffeId, TrustDomain};
 use x509_parser::extensions::GeneralName;
 
 fuzz_target!(|data: &[u8]| {

@@ -7,17 +7,17 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use prost::Message;
-use sentry::bundle::jwt::{generate_jwt, JwtKeySettings};
-use sentry::bundle::{self, Bundle, CaParams, KeyType};
-use sentry::ca::jwt::{JwtIssuer, JwtSettings};
-use sentry::ca::{Ca, Lifetimes, Signer};
+use sentry_core::bundle::jwt::{generate_jwt, JwtKeySettings};
+use sentry_core::bundle::{self, Bundle, CaParams, KeyType};
+use sentry_core::ca::jwt::{JwtIssuer, JwtSettings};
+use sentry_core::ca::{Ca, Lifetimes, Signer};
 use sentry::config::ValidatorSet;
-use sentry::jose::Algorithm;
-use sentry::pb::SignCertificateRequest;
-use sentry::server::grpc::ControlPlane;
-use sentry::spiffe::TrustDomain;
-use sentry::validator::jwks::KeySet;
-use sentry::validator::{ValidatorKind, Validators};
+use sentry_core::jose::Algorithm;
+use sentry_proto::SignCertificateRequest;
+use sentry_runtime::server::grpc::ControlPlane;
+use sentry_core::spiffe::TrustDomain;
+use sentry_runtime::validator::jwks::KeySet;
+use sentry_runtime::validator::{ValidatorKind, Validators};
 use time::OffsetDateTime;
 
 /// Separator between the parts of a multi-part input (bundle: anchors, chain, key).
@@ -144,7 +144,7 @@ pub fn csr_seeds() -> Vec<Vec<u8>> {
         KeyType::EcdsaP384,
         KeyType::Rsa2048,
     ] {
-        let (_, pem_text) = sentry::client::new_csr(kt).expect("seed: csr");
+        let (_, pem_text) = sentry_client::new_csr(kt).expect("seed: csr");
         let der = pem::parse(&pem_text).expect("seed: pem").into_contents();
         let mut wrapped = vec![1u8];
         wrapped.extend_from_slice(&der);
@@ -191,7 +191,7 @@ pub fn request_seeds() -> Vec<Vec<u8>> {
         ("app_1", "ns-2", "example.org", KeyType::EcdsaP384, 1),
     ];
     for (id, namespace, td, kt, validator) in cases {
-        let (_, csr) = sentry::client::new_csr(kt).expect("seed: csr");
+        let (_, csr) = sentry_client::new_csr(kt).expect("seed: csr");
         let req = SignCertificateRequest {
             id: id.into(),
             namespace: namespace.into(),
@@ -234,7 +234,7 @@ pub const JWKS_SUBJECT: &str = "spiffe://public/ns/default/myapp";
 pub fn jwks_seeds() -> Vec<Vec<u8>> {
     let h = harness();
     let id =
-        sentry::spiffe::SpiffeId::new(TrustDomain::public(), "default", "myapp").expect("seed: id");
+        sentry_core::spiffe::SpiffeId::new(TrustDomain::public(), "default", "myapp").expect("seed: id");
     let svids = h
         .jwt
         .issue(&id, &[JWKS_AUDIENCE.to_owned()], OffsetDateTime::now_utc())

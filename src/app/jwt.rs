@@ -11,16 +11,16 @@ use axum::body::Bytes;
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
-use crate::bundle::jwt::{generate_jwt, JwtBundle};
-use crate::ca::jwt::{JwtIssuer, JwtSettings};
 use crate::config::{Config, JwtConfig, OidcConfig};
-use crate::server::oidc::OidcSite;
-use crate::server::oidc_listener;
-use crate::store::jwt::{JwtStore, JwtStoreError};
-use crate::store::{rbac, Store, StoreError};
-use crate::telemetry::health::Target;
-use crate::telemetry::{Metrics, Readiness};
-use crate::validator::jwks::JwksValidator;
+use sentry_core::bundle::jwt::{generate_jwt, JwtBundle};
+use sentry_core::ca::jwt::{JwtIssuer, JwtSettings};
+use sentry_runtime::server::oidc::OidcSite;
+use sentry_runtime::server::oidc_listener;
+use sentry_runtime::store::jwt::{JwtStore, JwtStoreError};
+use sentry_runtime::store::{rbac, Store, StoreError};
+use sentry_runtime::telemetry::health::Target;
+use sentry_runtime::telemetry::{Metrics, Readiness};
+use sentry_runtime::validator::jwks::JwksValidator;
 
 /// How often the OIDC server looks for its TLS files when they are not there yet (Dapr: 5 s).
 const TLS_FILE_POLL: Duration = Duration::from_secs(5);

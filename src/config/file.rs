@@ -46,7 +46,7 @@ pub struct TokenValidatorSpec {
 }
 
 /// Parses the YAML text after environment expansion.
-pub fn parse(text: &str) -> Result<ConfigurationFile, String> {
+pub(super) fn parse(text: &str) -> Result<ConfigurationFile, String> {
     let expanded = expand_env(text, |name| std::env::var(name).ok());
     if expanded.trim().is_empty() {
         return Ok(ConfigurationFile::default());

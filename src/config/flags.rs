@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
-use super::go_text::{go_bool, parse_go_duration};
 use super::jwt::JwtFlags;
-use crate::bundle::KeyType;
+use sentry_core::bundle::KeyType;
+use sentry_core::go_text::{go_bool, parse_go_duration};
 
 /// Where the trust bundle lives and which identities Sentry trusts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::go_text::parse_go_duration;
-use crate::validator::jwks::{JwksOptions, DEFAULT_MIN_REFRESH_INTERVAL, DEFAULT_REQUEST_TIMEOUT};
+use sentry_core::go_text::parse_go_duration;
+use sentry_runtime::validator::jwks::{
+    JwksOptions, DEFAULT_MIN_REFRESH_INTERVAL, DEFAULT_REQUEST_TIMEOUT,
+};
 
 /// Parses the options map; every value is taken as a string.
 pub fn parse_options(options: &BTreeMap<String, serde_yaml::Value>) -> Result<JwksOptions, String> {

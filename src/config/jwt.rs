@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args};
 
-use super::go_text::{go_bool, parse_go_duration};
 use super::{ConfigError, ListenAddr};
-use crate::bundle::jwt::JwtKeySettings;
-use crate::jose::{Algorithm, ALGORITHMS};
-pub use crate::server::oidc::{OidcConfig, OidcTls};
+use sentry_core::bundle::jwt::JwtKeySettings;
+use sentry_core::go_text::{go_bool, parse_go_duration};
+use sentry_core::jose::{Algorithm, ALGORITHMS};
+pub use sentry_runtime::server::oidc::{OidcConfig, OidcTls};
 
 /// Default JWT key file name in the credentials directory.
 pub const DEFAULT_JWT_KEY_FILENAME: &str = "jwt.key";

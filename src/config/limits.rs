@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::Flags;
-use crate::server::limits::Limits;
-use crate::server::peer_rate::PeerRate;
+use sentry_runtime::server::limits::Limits;
+use sentry_runtime::server::peer_rate::PeerRate;
 
 /// Flags for the HTTP/2 stream bounds (beyond Dapr, whose sentry relies on gRPC-Go's).
 #[derive(Debug, Clone, clap::Args)]

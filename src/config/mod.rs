@@ -3,7 +3,6 @@
 
 mod file;
 mod flags;
-mod go_text;
 pub mod jwks;
 pub mod jwt;
 mod limits;
@@ -11,19 +10,19 @@ mod limits;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use crate::server::limits::Limits;
-pub use crate::server::listen_addr::ListenAddr;
 pub use file::{expand_env, ConfigurationFile, TokenValidatorSpec};
 pub use flags::{normalize_args, Flags, LogLevel, Mode};
-pub use go_text::{go_bool, parse_go_duration};
 pub use jwt::{JwtConfig, JwtFlags, OidcConfig, OidcTls};
 pub use limits::limits_from_flags;
+pub use sentry_core::go_text::{go_bool, parse_go_duration};
+pub use sentry_runtime::server::limits::Limits;
+pub use sentry_runtime::server::listen_addr::ListenAddr;
 
-use crate::bundle::KeyType;
-use crate::spiffe::{SpiffeError, SpiffeId, TrustDomain};
-use crate::store::file::CredentialPaths;
-use crate::telemetry::logging::LogOptions;
-use crate::validator::{ValidatorKind, ValidatorSet};
+use sentry_core::bundle::KeyType;
+use sentry_core::spiffe::{SpiffeError, SpiffeId, TrustDomain};
+use sentry_runtime::store::file::CredentialPaths;
+use sentry_runtime::telemetry::logging::LogOptions;
+use sentry_runtime::validator::{ValidatorKind, ValidatorSet};
 use tracing::Level;
 
 /// Default workload certificate lifetime (Dapr's `24h`).
@@ -138,7 +137,7 @@ pub struct Config {
     /// Logging.
     pub log: LogOptions,
     /// Renewal and rotation.
-    pub rotation: crate::rotation::Settings,
+    pub rotation: sentry_runtime::rotation::Settings,
     /// JWT-SVID issuance, when `--jwt-enabled`.
     pub jwt: Option<JwtConfig>,
     /// OIDC discovery server, when `--oidc-enabled`.
@@ -200,8 +199,8 @@ impl Config {
         )?;
         let specs = mtls.map(|m| m.token_validators.as_slice()).unwrap_or(&[]);
         let validators = resolve_validators(flags.mode, specs, &cfg_path)?;
-        let rotation = crate::rotation::Settings {
-            params: crate::bundle::CaParams {
+        let rotation = sentry_runtime::rotation::Settings {
+            params: sentry_core::bundle::CaParams {
                 trust_domain: trust_domain.clone(),
                 namespace: namespace.clone(),
                 key_type: flags.key_type,
@@ -425,8 +424,8 @@ mod tests {
         ])
         .unwrap();
         let jwt = Config::resolve(&flags, None, None).unwrap().jwt.unwrap();
-        let key = crate::store::kube::base_name(&jwt.key_path);
-        let jwks = crate::store::kube::base_name(&jwt.jwks_path);
+        let key = sentry_runtime::store::kube::base_name(&jwt.key_path);
+        let jwks = sentry_runtime::store::kube::base_name(&jwt.jwks_path);
         assert_eq!((key.as_str(), jwks.as_str()), ("jwt.key", "public.json"));
     }
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use prost::bytes::Bytes;
 use rustls_pki_types::ServerName;
-use sentry::bundle::KeyType;
-use sentry::pb::ca_client::CaClient;
+use sentry_core::bundle::KeyType;
+use sentry_proto::ca_client::CaClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -20,18 +20,18 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::{http_get, request, Sentry};
 
-pub const SENTRY_ID: &str = "spiffe://localhost/ns/default/dapr-sentry";
-pub const SIGN_PATH: &str = "https://dapr-sentry/dapr.proto.sentry.v1.CA/SignCertificate";
+pub(crate) const SENTRY_ID: &str = "spiffe://localhost/ns/default/dapr-sentry";
+pub(crate) const SIGN_PATH: &str = "https://dapr-sentry/dapr.proto.sentry.v1.CA/SignCertificate";
 /// Where the attacks come from; the good client uses [`GOOD_SOURCE`], another address.
-pub const ATTACK_SOURCE: [u8; 4] = [127, 0, 0, 1];
-pub const GOOD_SOURCE: [u8; 4] = [127, 0, 0, 2];
+pub(crate) const ATTACK_SOURCE: [u8; 4] = [127, 0, 0, 1];
+pub(crate) const GOOD_SOURCE: [u8; 4] = [127, 0, 0, 2];
 /// A good request's deadline while an attack runs.
-pub const GOOD_DEADLINE: Duration = Duration::from_secs(2);
+pub(crate) const GOOD_DEADLINE: Duration = Duration::from_secs(2);
 
 /// A TLS connection (ALPN h2, Sentry's ID verified) from `source`.
-pub async fn tls_from(s: &Sentry, source: [u8; 4]) -> std::io::Result<TlsStream<TcpStream>> {
+pub(crate) async fn tls_from(s: &Sentry, source: [u8; 4]) -> std::io::Result<TlsStream<TcpStream>> {
     let tls = Arc::new(
-        sentry::client::tls_config(&s.anchors(), SENTRY_ID).map_err(std::io::Error::other)?,
+        sentry_client::tls_config(&s.anchors(), SENTRY_ID).map_err(std::io::Error::other)?,
     );
     let sock = tokio::net::TcpSocket::new_v4()?;
     sock.bind(SocketAddr::from((source, 0)))?;
@@ -43,18 +43,18 @@ pub async fn tls_from(s: &Sentry, source: [u8; 4]) -> std::io::Result<TlsStream<
 }
 
 /// A gRPC client whose connections come from `source` (any 127/8 address works on Linux).
-pub async fn client_from(s: &Sentry, source: [u8; 4]) -> CaClient<Channel> {
+pub(crate) async fn client_from(s: &Sentry, source: [u8; 4]) -> CaClient<Channel> {
     client_at(s.grpc, &s.anchors(), source).await.unwrap()
 }
 
 /// A gRPC client of the Sentry at `addr` (trusting `anchors`) whose connections come from
 /// `source`.
-pub async fn client_at(
+pub(crate) async fn client_at(
     addr: SocketAddr,
     anchors: &[u8],
     source: [u8; 4],
 ) -> Result<CaClient<Channel>, String> {
-    let tls = Arc::new(sentry::client::tls_config(anchors, SENTRY_ID).map_err(|e| e.to_string())?);
+    let tls = Arc::new(sentry_client::tls_config(anchors, SENTRY_ID).map_err(|e| e.to_string())?);
     let connector = tokio_rustls::TlsConnector::from(tls);
     let channel = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?
@@ -74,7 +74,7 @@ pub async fn client_at(
 }
 
 /// An `h2` client connection from `source`; `window` sets SETTINGS_INITIAL_WINDOW_SIZE.
-pub async fn h2_from(
+pub(crate) async fn h2_from(
     s: &Sentry,
     source: [u8; 4],
     window: Option<u32>,
@@ -93,7 +93,7 @@ pub async fn h2_from(
 }
 
 /// The HEADERS of a SignCertificate call with `content_type`.
-pub fn sign_headers(content_type: &str) -> http::Request<()> {
+pub(crate) fn sign_headers(content_type: &str) -> http::Request<()> {
     http::Request::post(SIGN_PATH)
         .header("content-type", content_type)
         .header("te", "trailers")
@@ -102,7 +102,7 @@ pub fn sign_headers(content_type: &str) -> http::Request<()> {
 }
 
 /// `msg` in gRPC's framing (uncompressed, 4-byte length).
-pub fn grpc_message(msg: &impl prost::Message) -> Bytes {
+pub(crate) fn grpc_message(msg: &impl prost::Message) -> Bytes {
     let body = msg.encode_to_vec();
     let mut out = vec![0];
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
@@ -111,7 +111,7 @@ pub fn grpc_message(msg: &impl prost::Message) -> Bytes {
 }
 
 /// The grpc-status of a response: in its headers (trailers-only) or its trailers.
-pub async fn grpc_status(
+pub(crate) async fn grpc_status(
     response: h2::client::ResponseFuture,
 ) -> Result<(http::StatusCode, Option<String>), h2::Error> {
     let response = response.await?;
@@ -139,10 +139,10 @@ pub async fn grpc_status(
 }
 
 /// A frame as read from the wire: type, flags, stream, payload.
-pub type RawFrame = (u8, u8, u32, Vec<u8>);
+pub(crate) type RawFrame = (u8, u8, u32, Vec<u8>);
 
 /// Writes one frame.
-pub async fn write_frame(
+pub(crate) async fn write_frame(
     io: &mut TlsStream<TcpStream>,
     kind: u8,
     flags: u8,
@@ -158,7 +158,7 @@ pub async fn write_frame(
 }
 
 /// Reads one frame; `None` at end-of-file or on error.
-pub async fn read_frame(io: &mut TlsStream<TcpStream>) -> Option<RawFrame> {
+pub(crate) async fn read_frame(io: &mut TlsStream<TcpStream>) -> Option<RawFrame> {
     let mut h = [0u8; 9];
     io.read_exact(&mut h).await.ok()?;
     let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
@@ -169,13 +169,13 @@ pub async fn read_frame(io: &mut TlsStream<TcpStream>) -> Option<RawFrame> {
 }
 
 /// Sends the client preface and an empty SETTINGS frame.
-pub async fn raw_h2_open(io: &mut TlsStream<TcpStream>) -> std::io::Result<()> {
+pub(crate) async fn raw_h2_open(io: &mut TlsStream<TcpStream>) -> std::io::Result<()> {
     io.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await?;
     write_frame(io, 0x4, 0, 0, &[]).await
 }
 
 /// The server's resident memory in MiB (`VmRSS`).
-pub fn rss_mib(pid: u32) -> u64 {
+pub(crate) fn rss_mib(pid: u32) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     text.lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -185,7 +185,7 @@ pub fn rss_mib(pid: u32) -> u64 {
 
 /// A good client that signs over fresh connections from [`GOOD_SOURCE`] until stopped, each
 /// request within [`GOOD_DEADLINE`], and checks /healthz between requests.
-pub struct GoodClient {
+pub(crate) struct GoodClient {
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<Result<u64, String>>,
     pub peak_rss_mib: Arc<AtomicU64>,
@@ -194,12 +194,12 @@ pub struct GoodClient {
 }
 
 impl GoodClient {
-    pub fn start(s: &Sentry) -> Self {
+    pub(crate) fn start(s: &Sentry) -> Self {
         Self::with_deadline(s, GOOD_DEADLINE)
     }
 
     /// A good client whose requests each have `deadline`.
-    pub fn with_deadline(s: &Sentry, deadline: Duration) -> Self {
+    pub(crate) fn with_deadline(s: &Sentry, deadline: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let peak = Arc::new(AtomicU64::new(0));
         let view = SentryView {
@@ -221,7 +221,7 @@ impl GoodClient {
     }
 
     /// Stops it; returns how many requests succeeded, or the first failure.
-    pub async fn finish(self) -> Result<u64, String> {
+    pub(crate) async fn finish(self) -> Result<u64, String> {
         self.stop.store(true, Ordering::Release);
         self.task.await.map_err(|e| e.to_string())?
     }
@@ -283,7 +283,7 @@ impl SentryView {
 }
 
 /// Raises this process's open-files limit so it can hold `n` sockets (the child inherits it).
-pub fn allow_open_files(n: u64) {
+pub(crate) fn allow_open_files(n: u64) {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let mut lim = getrlimit(Resource::Nofile);
     let max = lim.maximum.unwrap_or(u64::MAX);

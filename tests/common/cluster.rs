@@ -12,18 +12,18 @@ use base64::Engine;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Pod, PodSpec, ServiceAccount};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
-use sentry::bundle::KeyType;
-use sentry::pb::ca_client::CaClient;
-use sentry::pb::SignCertificateRequest;
+use sentry_core::bundle::KeyType;
+use sentry_proto::ca_client::CaClient;
+use sentry_proto::SignCertificateRequest;
 use tonic::transport::Channel;
 
 use super::{request, run_ok, Sentry, SENTRY};
 
 /// `token_validator` value of the Kubernetes validator.
-pub const KUBERNETES: i32 = 2;
+pub(crate) const KUBERNETES: i32 = 2;
 
 /// The shared cluster of this test process.
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub dir: PathBuf,
     pub env: HashMap<String, String>,
 }
@@ -35,7 +35,7 @@ fn repo() -> &'static Path {
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 
 /// Starts the cluster on first use (the build is cached under target/kube).
-pub fn cluster() -> &'static Cluster {
+pub(crate) fn cluster() -> &'static Cluster {
     CLUSTER.get_or_init(|| {
         let dir =
             Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kube-{}", std::process::id()));
@@ -76,7 +76,11 @@ pub fn cluster() -> &'static Cluster {
 impl Cluster {
     /// The audit events (tests/kube/cluster `KUBE_AUDIT_LOG`) of requests made by `user` (e.g.
     /// `system:serviceaccount:NS:dapr-sentry`) that completed at or after `since`.
-    pub fn audit_events(&self, user: &str, since: time::OffsetDateTime) -> Vec<serde_json::Value> {
+    pub(crate) fn audit_events(
+        &self,
+        user: &str,
+        since: time::OffsetDateTime,
+    ) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(&self.env["KUBE_AUDIT_LOG"]).unwrap_or_default();
         text.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -97,12 +101,12 @@ impl Cluster {
     }
 
     /// Admin kubeconfig.
-    pub fn kubeconfig(&self) -> PathBuf {
+    pub(crate) fn kubeconfig(&self) -> PathBuf {
         self.dir.join("admin.kubeconfig")
     }
 
     /// An admin client (one per test: clients are bound to the test's runtime).
-    pub async fn client(&self) -> kube::Client {
+    pub(crate) async fn client(&self) -> kube::Client {
         let kc = kube::config::Kubeconfig::read_from(self.kubeconfig()).unwrap();
         let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
@@ -112,7 +116,7 @@ impl Cluster {
 
     /// Server-side applies a YAML file (retried: tests applying the same cluster-scoped objects
     /// at once may hit an optimistic-concurrency conflict).
-    pub fn apply(&self, file: &Path) {
+    pub(crate) fn apply(&self, file: &Path) {
         let mut last = String::new();
         for attempt in 0..6 {
             let out = Command::new(repo().join("tests/kube/kctl"))
@@ -135,7 +139,7 @@ impl Cluster {
         panic!("kctl apply {} failed:\n{last}", file.display());
     }
 
-    pub fn stop_apiserver(&self) {
+    pub(crate) fn stop_apiserver(&self) {
         run_ok(
             Command::new(repo().join("tests/kube/cluster"))
                 .arg("stop-apiserver")
@@ -143,7 +147,7 @@ impl Cluster {
         );
     }
 
-    pub fn start_apiserver(&self) {
+    pub(crate) fn start_apiserver(&self) {
         run_ok(
             Command::new(repo().join("tests/kube/cluster"))
                 .arg("start-apiserver")
@@ -155,12 +159,12 @@ impl Cluster {
     /// trust-bundle Secret and ConfigMap of deploy/trust-bundle.yaml (as the chart creates them),
     /// their namespace replaced by `ns`, and returns a kubeconfig holding a token of the
     /// `dapr-sentry` ServiceAccount: Sentry runs with exactly the permissions we ship.
-    pub async fn control_plane(&self, ns: &str) -> PathBuf {
+    pub(crate) async fn control_plane(&self, ns: &str) -> PathBuf {
         self.control_plane_with(ns, |rbac| rbac).await
     }
 
     /// [`Self::control_plane`] with the RBAC YAML changed by `edit` first (a stricter cluster).
-    pub async fn control_plane_with(
+    pub(crate) async fn control_plane_with(
         &self,
         ns: &str,
         edit: impl FnOnce(String) -> String,
@@ -197,7 +201,7 @@ impl Cluster {
 }
 
 /// Options that run Sentry in Kubernetes mode with control-plane namespace `cp`.
-pub fn sentry_opts(kubeconfig: &Path, cp: &str) -> super::Opts {
+pub(crate) fn sentry_opts(kubeconfig: &Path, cp: &str) -> super::Opts {
     super::Opts::default()
         .args(&[
             "--mode",
@@ -212,19 +216,19 @@ pub fn sentry_opts(kubeconfig: &Path, cp: &str) -> super::Opts {
 }
 
 /// A sidecar-style client of a Sentry whose control-plane namespace is `cp`, trusting `anchors`.
-pub async fn client(s: &Sentry, anchors: &str, cp: &str) -> CaClient<Channel> {
+pub(crate) async fn client(s: &Sentry, anchors: &str, cp: &str) -> CaClient<Channel> {
     let tls = Arc::new(
-        sentry::client::tls_config(
+        sentry_client::tls_config(
             anchors.as_bytes(),
             &format!("spiffe://cluster.local/ns/{cp}/dapr-sentry"),
         )
         .unwrap(),
     );
-    sentry::client::connect(s.grpc, tls).await.unwrap()
+    sentry_client::connect(s.grpc, tls).await.unwrap()
 }
 
 /// A request for `id` in `ns` authenticated by a service-account `token`.
-pub fn req(id: &str, ns: &str, token: &str) -> SignCertificateRequest {
+pub(crate) fn req(id: &str, ns: &str, token: &str) -> SignCertificateRequest {
     let mut r = request(id, ns, KeyType::Ed25519);
     r.token = token.into();
     r.token_validator = KUBERNETES;
@@ -232,7 +236,7 @@ pub fn req(id: &str, ns: &str, token: &str) -> SignCertificateRequest {
 }
 
 /// A workload pod with a bound token (audience dapr.io/sentry): (pod UID, token).
-pub async fn workload(
+pub(crate) async fn workload(
     kc: &kube::Client,
     ns: &str,
     pod: &str,
@@ -248,7 +252,7 @@ pub async fn workload(
 }
 
 /// Runs `sentry ca ARGS` in Kubernetes mode against control-plane namespace `cp` (as admin).
-pub fn ca_kube(args: &[&str], cp: &str) -> std::process::Output {
+pub(crate) fn ca_kube(args: &[&str], cp: &str) -> std::process::Output {
     Command::new(SENTRY)
         .arg("ca")
         .args(args)
@@ -267,7 +271,7 @@ pub fn ca_kube(args: &[&str], cp: &str) -> std::process::Output {
 }
 
 /// Runs `sentry ca ARGS` like [`ca_kube`] and asserts that it succeeds.
-pub fn ca_kube_ok(args: &[&str], cp: &str) {
+pub(crate) fn ca_kube_ok(args: &[&str], cp: &str) {
     let out = ca_kube(args, cp);
     assert!(
         out.status.success(),
@@ -278,10 +282,10 @@ pub fn ca_kube_ok(args: &[&str], cp: &str) {
 
 /// Waits (up to 60 s) until the rotation journal in `cp` reports `phase`; `s` is the Sentry
 /// driving it (its log goes into the failure message).
-pub async fn wait_for_rotation_phase(
+pub(crate) async fn wait_for_rotation_phase(
     kc: &kube::Client,
     cp: &str,
-    phase: sentry::rotation::Phase,
+    phase: sentry_runtime::rotation::Phase,
     s: &Sentry,
 ) {
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(kc.clone(), cp);
@@ -295,7 +299,7 @@ pub async fn wait_for_rotation_phase(
             .unwrap()
             .get("rotation.json")
             .map(|b| b.0.clone());
-        let now = journal.map(|j| sentry::rotation::Journal::parse(&j).unwrap().phase);
+        let now = journal.map(|j| sentry_runtime::rotation::Journal::parse(&j).unwrap().phase);
         if now == Some(phase) {
             return;
         }
@@ -308,7 +312,7 @@ pub async fn wait_for_rotation_phase(
     }
 }
 
-pub async fn create_namespace(client: &kube::Client, ns: &str) {
+pub(crate) async fn create_namespace(client: &kube::Client, ns: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
     let obj = Namespace {
         metadata: ObjectMeta {
@@ -324,7 +328,7 @@ pub async fn create_namespace(client: &kube::Client, ns: &str) {
     }
 }
 
-pub async fn create_service_account(client: &kube::Client, ns: &str, name: &str) {
+pub(crate) async fn create_service_account(client: &kube::Client, ns: &str, name: &str) {
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
     let obj = ServiceAccount {
         metadata: ObjectMeta {
@@ -341,7 +345,7 @@ pub async fn create_service_account(client: &kube::Client, ns: &str, name: &str)
 }
 
 /// Creates a pod (never scheduled: there is no kubelet) and returns its UID.
-pub async fn create_pod(
+pub(crate) async fn create_pod(
     client: &kube::Client,
     ns: &str,
     name: &str,
@@ -378,7 +382,7 @@ pub async fn create_pod(
     created.metadata.uid.unwrap()
 }
 
-pub async fn delete_pod(client: &kube::Client, ns: &str, name: &str) {
+pub(crate) async fn delete_pod(client: &kube::Client, ns: &str, name: &str) {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     api.delete(name, &DeleteParams::default().grace_period(0))
         .await
@@ -393,7 +397,7 @@ pub async fn delete_pod(client: &kube::Client, ns: &str, name: &str) {
 }
 
 /// A TokenRequest for `sa`, optionally bound to a pod `(name, uid)`.
-pub async fn token_request(
+pub(crate) async fn token_request(
     client: &kube::Client,
     ns: &str,
     sa: &str,
@@ -422,8 +426,13 @@ pub async fn token_request(
 }
 
 /// Creates a Dapr Configuration with `spec.accessControl.trustDomain`.
-pub async fn create_configuration(client: &kube::Client, ns: &str, name: &str, trust_domain: &str) {
-    let ar = sentry::k8s::configuration::api_resource();
+pub(crate) async fn create_configuration(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    trust_domain: &str,
+) {
+    let ar = sentry_runtime::k8s::configuration::api_resource();
     let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
     let obj = kube::api::DynamicObject::new(name, &ar).data(serde_json::json!({
         "spec": {"accessControl": {"trustDomain": trust_domain}}
@@ -432,7 +441,7 @@ pub async fn create_configuration(client: &kube::Client, ns: &str, name: &str, t
 }
 
 /// The ConfigMap `dapr-trust-bundle` ca.crt in `ns`, if present.
-pub async fn configmap_anchors(client: &kube::Client, ns: &str) -> Option<String> {
+pub(crate) async fn configmap_anchors(client: &kube::Client, ns: &str) -> Option<String> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     api.get_opt("dapr-trust-bundle")
         .await
@@ -444,7 +453,7 @@ pub async fn configmap_anchors(client: &kube::Client, ns: &str) -> Option<String
 
 /// Signs an RS256 JWT with the cluster's service-account signing key (for tokens the API server
 /// would never issue: expired ones, or pods with a different service account).
-pub fn forge_token(cluster: &Cluster, claims: &serde_json::Value) -> String {
+pub(crate) fn forge_token(cluster: &Cluster, claims: &serde_json::Value) -> String {
     let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
     let pem_text = std::fs::read_to_string(&cluster.env["KUBE_SA_SIGNING_KEY"]).unwrap();
     let der = pem::parse(pem_text).unwrap().into_contents();

@@ -4,22 +4,22 @@
 
 use std::time::{Duration, Instant};
 
-use sentry::bundle::KeyType;
+use sentry_core::bundle::KeyType;
 
 use super::{http_get, request, sign, Sentry};
 
 /// A good request's deadline.
-pub const GOOD_DEADLINE: Duration = Duration::from_secs(2);
+pub(crate) const GOOD_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Open file descriptors of a process.
-pub fn open_fds(pid: u32) -> usize {
+pub(crate) fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0)
 }
 
 /// CPU time (user + system) a process has used, in milliseconds.
-pub fn cpu_ms(pid: u32) -> u64 {
+pub(crate) fn cpu_ms(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
     let after = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
@@ -33,13 +33,13 @@ pub fn cpu_ms(pid: u32) -> u64 {
 }
 
 /// Bytes written to the log so far.
-pub fn log_bytes(s: &Sentry) -> u64 {
+pub(crate) fn log_bytes(s: &Sentry) -> u64 {
     std::fs::metadata(&s.log).map(|m| m.len()).unwrap_or(0)
 }
 
 /// What the good client saw.
 #[derive(Debug, Default)]
-pub struct GoodRun {
+pub(crate) struct GoodRun {
     /// Certificates issued within the deadline.
     pub signed: usize,
     /// `/healthz` answers that were 200.
@@ -52,7 +52,7 @@ pub struct GoodRun {
 
 /// Signs and checks `/healthz` in turn for `duration`, each sign bounded by [`GOOD_DEADLINE`],
 /// sampling Sentry's open descriptors on the way.
-pub async fn keep_requesting(s: &Sentry, duration: Duration) -> GoodRun {
+pub(crate) async fn keep_requesting(s: &Sentry, duration: Duration) -> GoodRun {
     let mut run = GoodRun::default();
     let end = Instant::now() + duration;
     while Instant::now() < end {
@@ -78,7 +78,7 @@ pub async fn keep_requesting(s: &Sentry, duration: Duration) -> GoodRun {
 }
 
 /// Every good request succeeded, and there were some.
-pub fn assert_all_good(run: &GoodRun, attack: &str) {
+pub(crate) fn assert_all_good(run: &GoodRun, attack: &str) {
     assert!(
         run.failures.is_empty(),
         "{attack}: good requests failed: {:?}",
@@ -109,7 +109,7 @@ fn plain(line: &str) -> String {
 }
 
 /// Sum of every `count=N` in the log lines containing `marker`.
-pub fn summed_counts(log: &str, marker: &str) -> u64 {
+pub(crate) fn summed_counts(log: &str, marker: &str) -> u64 {
     log.lines()
         .map(plain)
         .filter(|l| l.contains(marker))

@@ -15,26 +15,26 @@ use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use sentry::jose::{b64url, Algorithm, SigningKey};
+use sentry_core::jose::{b64url, Algorithm, SigningKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A parsed HTTP response.
 #[derive(Debug)]
-pub struct HttpResponse {
+pub(crate) struct HttpResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
 impl HttpResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
     }
 }
@@ -65,7 +65,7 @@ fn request_text(method: &str, path: &str, headers: &[(&str, &str)]) -> String {
 }
 
 /// One plain HTTP/1.1 request (the caller sets `Host`).
-pub fn http(
+pub(crate) fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -81,7 +81,7 @@ pub fn http(
 }
 
 /// One HTTPS GET to `addr`, verifying the server as `server_name` against `ca_pem`.
-pub async fn https_get(
+pub(crate) async fn https_get(
     addr: SocketAddr,
     server_name: &str,
     path: &str,
@@ -112,13 +112,13 @@ pub async fn https_get(
 }
 
 /// A CA for test TLS listeners.
-pub struct TestCa {
+pub(crate) struct TestCa {
     pub cert_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
 impl TestCa {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -133,7 +133,7 @@ impl TestCa {
     }
 
     /// A server certificate for `localhost` and 127.0.0.1: (cert PEM, key PEM).
-    pub fn server_cert(&self) -> (String, String) {
+    pub(crate) fn server_cert(&self) -> (String, String) {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
         params
@@ -144,7 +144,7 @@ impl TestCa {
     }
 
     /// Writes a server certificate and key into `dir`; returns their paths.
-    pub fn write_server_cert(&self, dir: &Path) -> (String, String) {
+    pub(crate) fn write_server_cert(&self, dir: &Path) -> (String, String) {
         let (cert, key) = self.server_cert();
         let (c, k) = (dir.join("tls.crt"), dir.join("tls.key"));
         std::fs::write(&c, cert).unwrap();
@@ -154,13 +154,13 @@ impl TestCa {
 }
 
 /// A JWKS document served at any path, over HTTP or HTTPS; the body can be swapped.
-pub struct JwksServer {
+pub(crate) struct JwksServer {
     pub body: Arc<Mutex<String>>,
 }
 
 impl JwksServer {
     /// Serves on `127.0.0.1:port` until the test ends.
-    pub async fn start(port: u16, body: &str, tls: Option<(String, String)>) -> Self {
+    pub(crate) async fn start(port: u16, body: &str, tls: Option<(String, String)>) -> Self {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .unwrap();
@@ -215,14 +215,14 @@ impl JwksServer {
 }
 
 /// A Configuration enabling the jwks validator with `options` (YAML mapping lines, indented 8).
-pub fn jwks_config(options: &str) -> String {
+pub(crate) fn jwks_config(options: &str) -> String {
     format!(
         "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: daprsystem\nspec:\n  mtls:\n    tokenValidators:\n    - name: jwks\n      options:\n{options}"
     )
 }
 
 /// A signing key of `alg` with its JWKS (one key, `kid`).
-pub fn key_and_jwks(alg: Algorithm, kid: &str) -> (SigningKey, String) {
+pub(crate) fn key_and_jwks(alg: Algorithm, kid: &str) -> (SigningKey, String) {
     let key = SigningKey::generate(alg).unwrap();
     let jwk = key.public_key().to_jwk(kid, alg);
     let jwks = serde_json::json!({ "keys": [jwk] }).to_string();
@@ -230,7 +230,12 @@ pub fn key_and_jwks(alg: Algorithm, kid: &str) -> (SigningKey, String) {
 }
 
 /// A compact JWS of `claims` signed by `key`.
-pub fn mint(key: &SigningKey, alg: Algorithm, kid: &str, claims: serde_json::Value) -> String {
+pub(crate) fn mint(
+    key: &SigningKey,
+    alg: Algorithm,
+    kid: &str,
+    claims: serde_json::Value,
+) -> String {
     let header = serde_json::json!({"alg": alg.name(), "kid": kid, "typ": "JWT"});
     let input = format!(
         "{}.{}",
@@ -242,7 +247,7 @@ pub fn mint(key: &SigningKey, alg: Algorithm, kid: &str, claims: serde_json::Val
 }
 
 /// Claims a Dapr client's token has: aud = Sentry's ID, sub = the requested identity.
-pub fn claims_for(sub: &str, exp_offset: i64, nbf_offset: i64) -> serde_json::Value {
+pub(crate) fn claims_for(sub: &str, exp_offset: i64, nbf_offset: i64) -> serde_json::Value {
     let now = ::time::OffsetDateTime::now_utc().unix_timestamp();
     serde_json::json!({
         "aud": ["spiffe://localhost/ns/default/dapr-sentry"],
@@ -279,7 +284,7 @@ fn python(args: &[&str], stdin: &str) -> String {
 }
 
 /// Verifies `tokens` with PyJWT against the JWKS at `url`; returns header + claims of each.
-pub fn pyjwt_verify(
+pub(crate) fn pyjwt_verify(
     url: &str,
     alg: &str,
     tokens: &[String],
@@ -292,7 +297,12 @@ pub fn pyjwt_verify(
 }
 
 /// A token minted by PyJWT with `key_pem`.
-pub fn pyjwt_mint(key_pem: &str, alg: &str, kid: &str, claims: &serde_json::Value) -> String {
+pub(crate) fn pyjwt_mint(
+    key_pem: &str,
+    alg: &str,
+    kid: &str,
+    claims: &serde_json::Value,
+) -> String {
     let input = serde_json::json!({"key_pem": key_pem, "claims": claims});
     python(&["mint", alg, kid], &input.to_string())
 }

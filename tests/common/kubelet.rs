@@ -15,7 +15,7 @@ use kube::runtime::watcher;
 use kube::Api;
 
 /// Writes `data` into `dir` as the kubelet updates a Secret volume (see the module docs).
-pub fn project(dir: &Path, data: &BTreeMap<String, Vec<u8>>) {
+pub(crate) fn project(dir: &Path, data: &BTreeMap<String, Vec<u8>>) {
     std::fs::create_dir_all(dir).unwrap();
     let old = std::fs::read_link(dir.join("..data")).ok();
     let stamp = time::OffsetDateTime::now_utc();
@@ -56,7 +56,7 @@ pub fn project(dir: &Path, data: &BTreeMap<String, Vec<u8>>) {
 }
 
 /// A Secret projected into a directory and kept up to date, like a pod's Secret volume.
-pub struct SecretVolume {
+pub(crate) struct SecretVolume {
     pub dir: PathBuf,
     projected: Arc<Mutex<Vec<(String, std::time::Instant)>>>,
     task: tokio::task::JoinHandle<()>,
@@ -64,7 +64,7 @@ pub struct SecretVolume {
 
 impl SecretVolume {
     /// Projects Secret `ns/name` into `dir` now (empty if it does not exist) and on every change.
-    pub async fn start(client: &kube::Client, ns: &str, name: &str, dir: &Path) -> Self {
+    pub(crate) async fn start(client: &kube::Client, ns: &str, name: &str, dir: &Path) -> Self {
         let api: Api<Secret> = Api::namespaced(client.clone(), ns);
         let first = api.get_opt(name).await.unwrap();
         project(dir, &data_of(first.as_ref()));
@@ -99,7 +99,7 @@ impl SecretVolume {
     }
 
     /// Waits (up to 10 s) until the Secret at `version` is projected; returns when that was.
-    pub async fn projected(&self, version: &str) -> std::time::Instant {
+    pub(crate) async fn projected(&self, version: &str) -> std::time::Instant {
         for _ in 0..200 {
             let found = {
                 let seen = self.projected.lock().unwrap();

@@ -2,10 +2,10 @@
 //! TLS with the crate's own sidecar-style client.
 #![allow(dead_code)]
 
-pub mod attack;
-pub mod cluster;
-pub mod hostile;
-pub mod kubelet;
+pub(crate) mod attack;
+pub(crate) mod cluster;
+pub(crate) mod hostile;
+pub(crate) mod kubelet;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use sentry::bundle::KeyType;
-use sentry::pb::{SignCertificateRequest, SignCertificateResponse};
+use sentry_core::bundle::KeyType;
+use sentry_proto::{SignCertificateRequest, SignCertificateResponse};
 
 /// Path of the binary under test.
-pub const SENTRY: &str = env!("CARGO_BIN_EXE_sentry");
+pub(crate) const SENTRY: &str = env!("CARGO_BIN_EXE_sentry");
 
 /// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -32,7 +32,7 @@ pub fn free_port() -> u16 {
 }
 
 /// A running sentry process; killed on drop.
-pub struct Sentry {
+pub(crate) struct Sentry {
     pub child: Child,
     pub dir: PathBuf,
     pub grpc: SocketAddr,
@@ -43,7 +43,7 @@ pub struct Sentry {
 
 /// Options for starting sentry.
 #[derive(Default, Clone)]
-pub struct Opts {
+pub(crate) struct Opts {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     /// Contents of a Configuration YAML passed with --config.
@@ -55,34 +55,34 @@ pub struct Opts {
 }
 
 impl Opts {
-    pub fn arg(mut self, a: &str) -> Self {
+    pub(crate) fn arg(mut self, a: &str) -> Self {
         self.args.push(a.to_owned());
         self
     }
-    pub fn args(mut self, a: &[&str]) -> Self {
+    pub(crate) fn args(mut self, a: &[&str]) -> Self {
         self.args.extend(a.iter().map(|s| s.to_string()));
         self
     }
-    pub fn env(mut self, k: &str, v: &str) -> Self {
+    pub(crate) fn env(mut self, k: &str, v: &str) -> Self {
         self.env.push((k.to_owned(), v.to_owned()));
         self
     }
-    pub fn config(mut self, yaml: &str) -> Self {
+    pub(crate) fn config(mut self, yaml: &str) -> Self {
         self.config_yaml = Some(yaml.to_owned());
         self
     }
     /// Starts the process with `RLIMIT_NOFILE` = `n` (via `prlimit`).
-    pub fn nofile(mut self, n: u64) -> Self {
+    pub(crate) fn nofile(mut self, n: u64) -> Self {
         self.nofile = Some(n);
         self
     }
     /// Leaves `RUST_LOG` unset, so the default log filter applies.
-    pub fn default_log(mut self) -> Self {
+    pub(crate) fn default_log(mut self) -> Self {
         self.default_log = true;
         self
     }
     /// A Configuration with the given TTL and skew.
-    pub fn mtls(self, ttl: &str, skew: &str) -> Self {
+    pub(crate) fn mtls(self, ttl: &str, skew: &str) -> Self {
         self.config(&format!(
             "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: daprsystem\nspec:\n  mtls:\n    workloadCertTTL: {ttl}\n    allowedClockSkew: {skew}\n"
         ))
@@ -147,7 +147,7 @@ impl Sentry {
     /// The ports come from [`free_port`], and another process (a parallel test's client, say) can
     /// take one between that check and Sentry's bind. A start that fails only for that reason is
     /// retried on fresh ports, from a clean credentials directory if the failed attempt made it.
-    pub fn start(dir: &Path, opts: Opts) -> Sentry {
+    pub(crate) fn start(dir: &Path, opts: Opts) -> Sentry {
         let creds_existed = dir.join("creds").exists();
         for _ in 0..4 {
             let mut s = Self::spawn(dir, opts.clone());
@@ -181,7 +181,7 @@ impl Sentry {
     }
 
     /// Starts sentry without waiting.
-    pub fn spawn(dir: &Path, mut opts: Opts) -> Sentry {
+    pub(crate) fn spawn(dir: &Path, mut opts: Opts) -> Sentry {
         std::fs::create_dir_all(dir).unwrap();
         let creds = dir.join("creds");
         if let Some(yaml) = opts.config_yaml.take() {
@@ -203,7 +203,7 @@ impl Sentry {
         }
     }
 
-    pub fn wait_ready(&self) {
+    pub(crate) fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if http_get(self.healthz, "/healthz").map(|(s, _)| s) == Some(200) {
@@ -215,50 +215,52 @@ impl Sentry {
     }
 
     /// True while the process is running.
-    pub fn child_alive(&self) -> bool {
+    pub(crate) fn child_alive(&self) -> bool {
         std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
             .map(|s| !s.contains(") Z "))
             .unwrap_or(false)
     }
 
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub fn creds(&self) -> PathBuf {
+    pub(crate) fn creds(&self) -> PathBuf {
         self.dir.join("creds")
     }
 
-    pub fn anchors(&self) -> Vec<u8> {
+    pub(crate) fn anchors(&self) -> Vec<u8> {
         std::fs::read(self.creds().join("ca.crt")).unwrap()
     }
 
     /// A gRPC client over a fresh TLS connection that authorises `server_id`.
-    pub async fn client_for(
+    pub(crate) async fn client_for(
         &self,
         server_id: &str,
     ) -> Result<
-        sentry::pb::ca_client::CaClient<tonic::transport::Channel>,
-        sentry::client::ClientError,
+        sentry_proto::ca_client::CaClient<tonic::transport::Channel>,
+        sentry_client::ClientError,
     > {
-        let tls = Arc::new(sentry::client::tls_config(&self.anchors(), server_id)?);
-        sentry::client::connect(self.grpc, tls).await
+        let tls = Arc::new(sentry_client::tls_config(&self.anchors(), server_id)?);
+        sentry_client::connect(self.grpc, tls).await
     }
 
     /// A client that authorises the default Sentry ID.
-    pub async fn client(&self) -> sentry::pb::ca_client::CaClient<tonic::transport::Channel> {
+    pub(crate) async fn client(
+        &self,
+    ) -> sentry_proto::ca_client::CaClient<tonic::transport::Channel> {
         self.client_for("spiffe://localhost/ns/default/dapr-sentry")
             .await
             .unwrap()
     }
 
-    pub fn metrics_text(&self) -> String {
+    pub(crate) fn metrics_text(&self) -> String {
         http_get(self.metrics, "/metrics")
             .map(|(_, b)| b)
             .unwrap_or_default()
     }
 
-    pub fn stop(mut self) -> std::process::ExitStatus {
+    pub(crate) fn stop(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -324,13 +326,13 @@ impl Sentry {
 }
 
 /// The permission bits of a file or directory (`0o600`, say).
-pub fn file_mode(path: &Path) -> u32 {
+pub(crate) fn file_mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
 /// Runs sentry to completion (for start-up failures); returns its output.
-pub fn run_to_exit(dir: &Path, opts: Opts) -> Output {
+pub(crate) fn run_to_exit(dir: &Path, opts: Opts) -> Output {
     let mut s = Sentry::spawn(dir, opts);
     let deadline = Instant::now() + Duration::from_secs(20);
     while s.child.try_wait().unwrap().is_none() {
@@ -349,7 +351,7 @@ pub fn run_to_exit(dir: &Path, opts: Opts) -> Output {
 }
 
 /// Minimal HTTP/1.1 GET; returns status and body.
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
@@ -368,8 +370,8 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 }
 
 /// A well-formed request for `id` in `namespace` with a fresh key of `key_type`.
-pub fn request(id: &str, namespace: &str, key_type: KeyType) -> SignCertificateRequest {
-    let (_key, csr) = sentry::client::new_csr(key_type).unwrap();
+pub(crate) fn request(id: &str, namespace: &str, key_type: KeyType) -> SignCertificateRequest {
+    let (_key, csr) = sentry_client::new_csr(key_type).unwrap();
     SignCertificateRequest {
         id: id.into(),
         namespace: namespace.into(),
@@ -379,7 +381,7 @@ pub fn request(id: &str, namespace: &str, key_type: KeyType) -> SignCertificateR
 }
 
 /// Signs a request over a fresh connection.
-pub async fn sign(
+pub(crate) async fn sign(
     s: &Sentry,
     req: SignCertificateRequest,
 ) -> Result<SignCertificateResponse, tonic::Status> {
@@ -391,7 +393,7 @@ pub async fn sign(
 }
 
 /// Splits a PEM text into DER certificates.
-pub fn pem_certs(pem_bytes: &[u8]) -> Vec<Vec<u8>> {
+pub(crate) fn pem_certs(pem_bytes: &[u8]) -> Vec<Vec<u8>> {
     pem::parse_many(pem_bytes)
         .unwrap()
         .into_iter()
@@ -401,12 +403,12 @@ pub fn pem_certs(pem_bytes: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// The certificate chain a TLS server presents (no verification).
-pub async fn server_chain(addr: SocketAddr) -> Vec<CertificateDer<'static>> {
+pub(crate) async fn server_chain(addr: SocketAddr) -> Vec<CertificateDer<'static>> {
     tls_connect(addr).await.1
 }
 
 /// A finished TLS handshake (ALPN h2, server not verified) and the chain the server presented.
-pub async fn tls_connect(
+pub(crate) async fn tls_connect(
     addr: SocketAddr,
 ) -> (
     tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
@@ -480,13 +482,13 @@ pub async fn tls_connect(
 }
 
 /// The Go crypto/x509 verifier (tests/x509verify), built once per target directory.
-pub fn go_verifier() -> PathBuf {
+pub(crate) fn go_verifier() -> PathBuf {
     go_tool("x509verify")
 }
 
 /// The Go command in `tests/<name>`, built once per target directory (and once per test process,
 /// so parallel tests do not build over each other).
-pub fn go_tool(name: &str) -> PathBuf {
+pub(crate) fn go_tool(name: &str) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
@@ -509,12 +511,12 @@ pub fn go_tool(name: &str) -> PathBuf {
 
 /// Verifies `chain` (PEM, leaf first) against `anchors` with Go's crypto/x509, requiring the
 /// leaf's URI SAN to be `id`; returns the verifier's output.
-pub fn go_verify(anchors: &Path, chain: &Path, id: &str) -> String {
+pub(crate) fn go_verify(anchors: &Path, chain: &Path, id: &str) -> String {
     run_ok(Command::new(go_verifier()).arg(anchors).arg(chain).arg(id))
 }
 
 /// Runs a command and asserts success, returning stdout.
-pub fn run_ok(cmd: &mut Command) -> String {
+pub(crate) fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
@@ -526,7 +528,7 @@ pub fn run_ok(cmd: &mut Command) -> String {
 }
 
 /// Snapshot of a directory: file names and contents.
-pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
@@ -545,18 +547,16 @@ pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 /// A bare gRPC channel to `s` over real TLS that authorises the default Sentry ID (for raw,
 /// hand-encoded requests).
-pub async fn channel(s: &Sentry) -> tonic::transport::Channel {
-    let tls = sentry::client::tls_config(&s.anchors(), "spiffe://localhost/ns/default/dapr-sentry")
+pub(crate) async fn channel(s: &Sentry) -> tonic::transport::Channel {
+    let tls = sentry_client::tls_config(&s.anchors(), "spiffe://localhost/ns/default/dapr-sentry")
         .unwrap();
-    sentry::client::channel(s.grpc, Arc::new(tls))
-        .await
-        .unwrap()
+    sentry_client::channel(s.grpc, Arc::new(tls)).await.unwrap()
 }
 
 /// A PEM CSR made by openssl: `make_key` is a shell snippet run in a scratch directory that
 /// writes the key to `k.pem`; `req_args` are the `openssl req` arguments after `-key k.pem`
 /// (at least a `-subj`).
-pub fn openssl_csr(make_key: &str, req_args: &str) -> Vec<u8> {
+pub(crate) fn openssl_csr(make_key: &str, req_args: &str) -> Vec<u8> {
     let tmp = tempfile::tempdir().unwrap();
     let script = format!(
         "set -e; cd {dir}; {make_key}; openssl req -new -key k.pem {req_args}",
@@ -576,7 +576,7 @@ pub fn openssl_csr(make_key: &str, req_args: &str) -> Vec<u8> {
 }
 
 /// Sum of every sample of a metric family (all label sets) in a Prometheus text.
-pub fn metric_sum(metrics: &str, name: &str) -> u64 {
+pub(crate) fn metric_sum(metrics: &str, name: &str) -> u64 {
     metrics
         .lines()
         .filter(|l| {

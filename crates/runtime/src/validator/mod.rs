@@ -1,0 +1,117 @@
+//! Validators decide who is asking. Each takes a `SignCertificate` request and either refuses it
+//! (→ `PermissionDenied` with the validator's message) or returns the trust domain of the
+//! identity to issue. The common checks every validator runs live in [`common`].
+
+pub mod common;
+pub mod insecure;
+pub mod jwks;
+pub mod kubernetes;
+
+pub use jwks::JwksOptions;
+
+use sentry_core::spiffe::TrustDomain;
+use sentry_proto::sign_certificate_request::TokenValidator;
+use sentry_proto::SignCertificateRequest;
+
+/// Which validators are enabled and which one answers requests that name none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatorSet {
+    /// Enabled validators.
+    pub enabled: Vec<ValidatorKind>,
+    /// Validator used for `UNKNOWN`; `None` means the request must name one.
+    pub default: Option<ValidatorKind>,
+    /// Options of the `jwks` validator, when it is enabled.
+    pub jwks: Option<JwksOptions>,
+}
+
+/// The validators Sentry knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValidatorKind {
+    /// No credential check (standalone mode).
+    Insecure,
+    /// Kubernetes service-account token.
+    Kubernetes,
+    /// JWT checked against a JWKS.
+    Jwks,
+}
+
+/// Why a request's validator could not be chosen or refused the request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    /// The request named no validator and there is no default.
+    #[error("a validator name must be specified in this environment")]
+    NoValidator,
+    /// The named validator is unknown or not enabled.
+    #[error("the requested validator is not enabled")]
+    NotEnabled,
+    /// The validator refused the request.
+    #[error("{0}")]
+    Denied(String),
+}
+
+/// The enabled validators.
+pub struct Validators {
+    set: ValidatorSet,
+    insecure: insecure::Insecure,
+    kubernetes: Option<kubernetes::KubernetesValidator>,
+    jwks: Option<jwks::JwksValidator>,
+}
+
+impl Validators {
+    /// The validators named in `set`; `kubernetes` must be given when `set` enables it.
+    pub fn new(set: ValidatorSet, kubernetes: Option<kubernetes::KubernetesValidator>) -> Self {
+        Self {
+            set,
+            insecure: insecure::Insecure,
+            kubernetes,
+            jwks: None,
+        }
+    }
+
+    /// True once every enabled validator can answer (bounded wait).
+    pub async fn ready(&self) -> bool {
+        match &self.kubernetes {
+            Some(k) => k.ready().await,
+            None => true,
+        }
+    }
+
+    /// Adds the started `jwks` validator (enabled through `set`).
+    pub fn with_jwks(mut self, validator: jwks::JwksValidator) -> Self {
+        self.jwks = Some(validator);
+        self
+    }
+
+    /// Picks the validator for a request: its own choice, else the default.
+    pub fn choose(&self, requested: i32) -> Result<ValidatorKind, ValidationError> {
+        let kind = match TokenValidator::try_from(requested) {
+            Ok(TokenValidator::Unknown) => self.set.default.ok_or(ValidationError::NoValidator)?,
+            Ok(TokenValidator::Insecure) => ValidatorKind::Insecure,
+            Ok(TokenValidator::Kubernetes) => ValidatorKind::Kubernetes,
+            Ok(TokenValidator::Jwks) => ValidatorKind::Jwks,
+            Err(_) => return Err(ValidationError::NotEnabled),
+        };
+        if self.set.enabled.contains(&kind) {
+            Ok(kind)
+        } else {
+            Err(ValidationError::NotEnabled)
+        }
+    }
+
+    /// Runs the chosen validator; returns the trust domain of the identity to issue.
+    pub async fn validate(
+        &self,
+        kind: ValidatorKind,
+        req: &SignCertificateRequest,
+    ) -> Result<TrustDomain, ValidationError> {
+        match (kind, &self.kubernetes) {
+            (ValidatorKind::Insecure, _) => self.insecure.validate(req),
+            (ValidatorKind::Kubernetes, Some(k)) => k.validate(req).await,
+            (ValidatorKind::Jwks, _) => match &self.jwks {
+                Some(v) => v.validate(req).await,
+                None => Err(ValidationError::NotEnabled),
+            },
+            (ValidatorKind::Kubernetes, None) => Err(ValidationError::NotEnabled),
+        }
+    }
+}
