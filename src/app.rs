@@ -21,7 +21,7 @@ use crate::ca::{Ca, Lifetimes, Signer};
 use crate::config::{self, Config, ConfigError, Flags, LoadedConfiguration, Mode};
 use crate::k8s;
 use crate::pb::ca_server::CaServer;
-use crate::rotation::{self, Rotator};
+use crate::rotation::{self, Rotator, SystemClock};
 use crate::server::admission::Admission;
 use crate::server::conn_limit;
 use crate::server::grpc::{CaService, ControlPlane};
@@ -129,7 +129,7 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
 
     let store = store_for(&config, kube_client.as_ref());
     let jwt_store = jwt::checked_store(&config, &store).await?;
-    let loaded = rotation::bootstrap(&store, &config.rotation)
+    let loaded = rotation::bootstrap(&store, &config.rotation, &SystemClock)
         .await
         .context("error creating CA")?;
     if loaded.generated {
@@ -158,14 +158,13 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
     tokio::spawn(
         serving
             .clone()
-            .renew_forever(ca.clone(), metrics.clone(), renew_at),
+            .follow(ca.clone(), metrics.clone(), renew_at),
     );
 
     let rotator = Rotator::new(
         store.clone(),
         config.rotation.clone(),
         ca.clone(),
-        serving.clone(),
         metrics.clone(),
         served,
     );

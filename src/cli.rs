@@ -14,11 +14,11 @@ use x509_parser::prelude::FromDer;
 
 use crate::bundle::{self, CaParams, KeyType};
 use crate::config::{parse_go_duration, CredentialPaths, Mode};
-use crate::rotation::{self, Journal};
+use crate::rotation::{self, Journal, SystemClock};
 use crate::spiffe::TrustDomain;
 use crate::store::file::FileStore;
 use crate::store::kube::{Keys, KubeStore};
-use crate::store::{Custody, Files, Store, StoreError};
+use crate::store::{Custody, Files, Store};
 
 /// Sentry's subcommands (none: serve).
 #[derive(Debug, Clone, Subcommand)]
@@ -235,8 +235,7 @@ pub async fn run(args: CaArgs) -> anyhow::Result<String> {
                 .clone()
                 .context("no trust bundle stored; use `sentry ca init`")?;
             if root {
-                let settings = rotation_settings(params);
-                let journal = rotation::prepare_rotation(&settings, now)?;
+                let journal = rotation::prepare_rotation(&rotation::Settings::new(params), now)?;
                 let custody = Custody {
                     root_key: snap.custody.root_key.clone(),
                     journal: Some(journal.to_bytes()),
@@ -264,40 +263,15 @@ pub async fn run(args: CaArgs) -> anyhow::Result<String> {
                 journal: Some(journal.to_bytes()),
             };
             store.write_custody(&snap, &custody).await?;
-            let settings = rotation_settings(params);
             // A running Sentry may carry out the same steps at the same time: a lost
             // compare-and-swap re-reads, and the renewal is done once the journal is closed.
-            for _ in 0..20 {
-                let snap = store.snapshot().await?;
-                let files = snap.files.clone().context("bundle disappeared")?;
-                if snap.custody.journal.is_none() {
-                    break;
-                }
-                match rotation::advance(&store, &settings, &snap, &files, journal.clone(), now)
-                    .await
-                {
-                    Ok(_) | Err(rotation::RotationError::Store(StoreError::Conflict(_))) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            rotation::run_to_completion(&store, &rotation::Settings::new(params), &SystemClock)
+                .await?;
             Ok(
                 "Renewed the issuer certificate; a running Sentry serves it within seconds\n"
                     .into(),
             )
         }
-    }
-}
-
-fn rotation_settings(params: CaParams) -> rotation::Settings {
-    rotation::Settings {
-        params,
-        renew_fraction: 1.0 / 3.0,
-        grace: Duration::ZERO,
-        retire_after: Duration::ZERO,
-        auto_root_rotation: false,
-        interval: rotation::DEFAULT_INTERVAL,
-        resync: rotation::DEFAULT_RESYNC,
-        expiry_warning: time::Duration::days(30),
     }
 }
 

@@ -1,8 +1,10 @@
 //! The certificate authority proper: CSR handling ([`csr`]), certificate profiles ([`profile`]),
 //! signing with the current issuer ([`issuer`]) and JWT-SVIDs ([`jwt`]).
 //!
-//! [`Ca`] publishes the current [`Signer`] through an atomic swap, so the request path reads it
-//! without a lock and a new bundle takes effect for the next request without a restart.
+//! [`Ca`] holds the current [`Signer`] behind an atomic swap, so the request path reads it without
+//! a lock and a new bundle takes effect for the next request without a restart. Each replacement
+//! is also published on a `watch` channel ([`Ca::subscribe`]) for the tasks that follow the signer
+//! (the serving certificate); the request path never touches that channel.
 
 pub mod csr;
 pub mod issuer;
@@ -15,6 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use rcgen::PublicKeyData;
 use time::OffsetDateTime;
+use tokio::sync::watch;
 
 pub use csr::{parse_csr, CsrError, RequesterKey};
 pub use issuer::{IssueError, Issued, Signer};
@@ -33,14 +36,19 @@ pub struct Lifetimes {
 /// The CA: the current signer plus the lifetimes it applies.
 pub struct Ca {
     signer: ArcSwap<Signer>,
+    /// The same signer, for followers: sent after `signer` is swapped, so a woken follower signs
+    /// with the new one.
+    published: watch::Sender<Arc<Signer>>,
     lifetimes: Lifetimes,
 }
 
 impl Ca {
     /// A CA that signs with `signer`.
     pub fn new(signer: Signer, lifetimes: Lifetimes) -> Self {
+        let signer = Arc::new(signer);
         Self {
-            signer: ArcSwap::from_pointee(signer),
+            signer: ArcSwap::new(signer.clone()),
+            published: watch::Sender::new(signer),
             lifetimes,
         }
     }
@@ -50,9 +58,16 @@ impl Ca {
         self.signer.load_full()
     }
 
-    /// Makes `signer` the one used for every following request.
+    /// Makes `signer` the one used for every following request, then tells every follower.
     pub fn replace(&self, signer: Signer) {
-        self.signer.store(Arc::new(signer));
+        let signer = Arc::new(signer);
+        self.signer.store(signer.clone());
+        self.published.send_replace(signer);
+    }
+
+    /// Follows the signer: the receiver has seen the current one and wakes at each replacement.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Signer>> {
+        self.published.subscribe()
     }
 
     /// The lifetimes applied to issued certificates.
