@@ -18,10 +18,11 @@ use tower::util::MapResponseLayer;
 use tracing::{info, warn};
 
 use crate::config::{self, Config, ConfigError, Flags, LoadedConfiguration, Mode};
-use sentry_core::ca::{Ca, Lifetimes, Signer};
+use sentry_core::ca::{Lifetimes, Signer};
 use sentry_proto::ca_server::CaServer;
+use sentry_runtime::authority::Ca;
 use sentry_runtime::k8s;
-use sentry_runtime::rotation::{self, Rotator};
+use sentry_runtime::rotation::{self, Rotator, SystemClock};
 use sentry_runtime::server::admission::Admission;
 use sentry_runtime::server::conn_limit;
 use sentry_runtime::server::grpc::{CaService, ControlPlane};
@@ -139,7 +140,7 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
 
     let store = store_for(&config, kube_client.as_ref());
     let jwt_store = jwt::checked_store(&config, &store).await?;
-    let loaded = rotation::bootstrap(&store, &config.rotation)
+    let loaded = rotation::bootstrap(&store, &config.rotation, &SystemClock)
         .await
         .context("error creating CA")?;
     if loaded.generated {
@@ -168,14 +169,13 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
     tokio::spawn(
         serving
             .clone()
-            .renew_forever(ca.clone(), metrics.clone(), renew_at),
+            .follow(ca.clone(), metrics.clone(), renew_at),
     );
 
     let rotator = Rotator::new(
         store.clone(),
         config.rotation.clone(),
         ca.clone(),
-        serving.clone(),
         metrics.clone(),
         served,
     );

@@ -15,10 +15,10 @@ use x509_parser::prelude::FromDer;
 use crate::config::{parse_go_duration, Flags, Mode};
 use sentry_core::bundle::{self, CaParams, KeyType};
 use sentry_core::spiffe::TrustDomain;
-use sentry_runtime::rotation::{self, Journal};
+use sentry_runtime::rotation::{self, Journal, SystemClock};
 use sentry_runtime::store::file::{CredentialPaths, FileStore};
 use sentry_runtime::store::kube::{Keys, KubeStore};
-use sentry_runtime::store::{Custody, Files, Store, StoreError};
+use sentry_runtime::store::{Custody, Files, Store};
 
 /// Sentry's whole command line: the serve [`Flags`], or a subcommand.
 #[derive(Debug, Clone, Parser)]
@@ -252,8 +252,7 @@ pub async fn run(args: CaArgs) -> anyhow::Result<String> {
                 .clone()
                 .context("no trust bundle stored; use `sentry ca init`")?;
             if root {
-                let settings = rotation_settings(params);
-                let journal = rotation::prepare_rotation(&settings, now)?;
+                let journal = rotation::prepare_rotation(&rotation::Settings::new(params), now)?;
                 let custody = Custody {
                     root_key: snap.custody.root_key.clone(),
                     journal: Some(journal.to_bytes()),
@@ -281,40 +280,15 @@ pub async fn run(args: CaArgs) -> anyhow::Result<String> {
                 journal: Some(journal.to_bytes()),
             };
             store.write_custody(&snap, &custody).await?;
-            let settings = rotation_settings(params);
             // A running Sentry may carry out the same steps at the same time: a lost
             // compare-and-swap re-reads, and the renewal is done once the journal is closed.
-            for _ in 0..20 {
-                let snap = store.snapshot().await?;
-                let files = snap.files.clone().context("bundle disappeared")?;
-                if snap.custody.journal.is_none() {
-                    break;
-                }
-                match rotation::advance(&store, &settings, &snap, &files, journal.clone(), now)
-                    .await
-                {
-                    Ok(_) | Err(rotation::RotationError::Store(StoreError::Conflict(_))) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            rotation::run_to_completion(&store, &rotation::Settings::new(params), &SystemClock)
+                .await?;
             Ok(
                 "Renewed the issuer certificate; a running Sentry serves it within seconds\n"
                     .into(),
             )
         }
-    }
-}
-
-fn rotation_settings(params: CaParams) -> rotation::Settings {
-    rotation::Settings {
-        params,
-        renew_fraction: 1.0 / 3.0,
-        grace: Duration::ZERO,
-        retire_after: Duration::ZERO,
-        auto_root_rotation: false,
-        interval: rotation::DEFAULT_INTERVAL,
-        resync: rotation::DEFAULT_RESYNC,
-        expiry_warning: time::Duration::days(30),
     }
 }
 

@@ -25,6 +25,19 @@ pub enum Phase {
     Retiring,
 }
 
+impl Phase {
+    /// Every phase, in the order a root rotation passes them (a renewal passes only
+    /// [`Phase::Renewing`]).
+    pub const ALL: [Phase; 6] = [
+        Phase::Renewing,
+        Phase::Prepared,
+        Phase::Published,
+        Phase::Activating,
+        Phase::Active,
+        Phase::Retiring,
+    ];
+}
+
 /// The journal of one renewal or root rotation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Journal {

@@ -29,6 +29,25 @@ pub struct Settings {
     pub expiry_warning: time::Duration,
 }
 
+impl Settings {
+    /// Settings for `params` with nothing to wait for: renew at a third of the life left, no grace
+    /// before activation, no wait before retirement, no automatic root rotation, the default check
+    /// intervals, a warning 30 days before an expiry Sentry cannot renew. What a one-shot step
+    /// outside a running Sentry (the CLI) uses; a server overrides the fields it is configured for.
+    pub fn new(params: CaParams) -> Self {
+        Self {
+            params,
+            renew_fraction: 1.0 / 3.0,
+            grace: Duration::ZERO,
+            retire_after: Duration::ZERO,
+            auto_root_rotation: false,
+            interval: super::DEFAULT_INTERVAL,
+            resync: super::DEFAULT_RESYNC,
+            expiry_warning: time::Duration::days(30),
+        }
+    }
+}
+
 /// The moment less than `fraction` of the life from `not_before` to `not_after` remains.
 fn due_at(not_before: OffsetDateTime, not_after: OffsetDateTime, fraction: f64) -> OffsetDateTime {
     let life = not_after - not_before;

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use tracing::{debug, error};
 
+use crate::authority::Ca;
 use crate::error::SignError;
 use crate::telemetry::Metrics;
 use crate::validator::Validators;
 use sentry_core::ca::jwt::JwtIssuer;
-use sentry_core::ca::{parse_csr, Ca};
+use sentry_core::ca::parse_csr;
 use sentry_core::spiffe::SpiffeId;
 use sentry_proto::ca_server::Ca as CaRpc;
 use sentry_proto::{SignCertificateRequest, SignCertificateResponse};

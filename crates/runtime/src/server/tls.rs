@@ -1,6 +1,6 @@
 //! TLS for the gRPC listener: Sentry's own serving certificate (its SVID
 //! `spiffe://<td>/ns/<ns>/dapr-sentry`, issued in-process by its own CA and re-issued at half its
-//! life without touching the listener), the rustls server configuration (TLS ≥ 1.2, ALPN h2, no
+//! life and whenever the CA publishes a new signer, without touching the listener), the rustls server configuration (TLS ≥ 1.2, ALPN h2, no
 //! client certificate), and the accept loop that hands finished handshakes to tonic.
 
 use std::sync::Arc;
@@ -12,17 +12,18 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::conn_limit::Limited;
 use super::stream_budget::StreamBudget;
 use super::write_batch::Batched;
+use crate::authority::Ca;
 use crate::telemetry::handshakes::{self, Kind};
 use crate::telemetry::Metrics;
-use sentry_core::ca::{Ca, IssueError};
+use sentry_core::ca::{IssueError, Signer};
 use sentry_core::spiffe::SpiffeId;
 
 /// Why the serving certificate could not be issued.
@@ -74,36 +75,63 @@ impl ServingCert {
         self.current.load().cert.clone()
     }
 
-    /// Renews at half of each certificate's remaining life, forever; failures are counted and
-    /// retried with back-off.
-    pub async fn renew_forever(
+    /// Keeps the certificate current, forever: re-issues it whenever `ca` publishes a new signer
+    /// (a reload, renewal or rotation step) and at half of each certificate's remaining life.
+    /// Timer failures are counted and retried with back-off; a failure after a signer change is
+    /// counted and logged, and the timer stays as it was. Subscribes to `ca` before returning, so
+    /// no change after this call is missed.
+    pub fn follow(
         self: Arc<Self>,
         ca: Arc<Ca>,
         metrics: Arc<Metrics>,
         mut renew_at: OffsetDateTime,
-    ) {
-        let mut backoff = Duration::from_millis(500);
-        loop {
-            let wait = (renew_at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
-            tokio::time::sleep(wait.try_into().unwrap_or(Duration::ZERO)).await;
-            match self.renew(&ca) {
-                Ok(next) => {
-                    info!(renew_at = %next, "Renewed Sentry's serving certificate");
-                    renew_at = next;
-                    backoff = Duration::from_millis(500);
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut signers = ca.subscribe();
+        async move {
+            let mut backoff = Duration::from_millis(500);
+            loop {
+                let wait = (renew_at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+                tokio::select! {
+                    () = signer_changed(&mut signers) => {
+                        if let Err(e) = self.renew(&ca) {
+                            count_failure(&metrics);
+                            error!(error = %e, "Trust bundle changed but the serving certificate could not be re-issued");
+                        }
+                        continue;
+                    }
+                    () = tokio::time::sleep(wait.try_into().unwrap_or(Duration::ZERO)) => {}
                 }
-                Err(e) => {
-                    metrics
-                        .servercert_issue_failed
-                        .with_label_values(&["sign"])
-                        .inc();
-                    warn!(error = %e, "Failed to renew Sentry's serving certificate; retrying");
-                    renew_at = OffsetDateTime::now_utc() + backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                match self.renew(&ca) {
+                    Ok(next) => {
+                        info!(renew_at = %next, "Renewed Sentry's serving certificate");
+                        renew_at = next;
+                        backoff = Duration::from_millis(500);
+                    }
+                    Err(e) => {
+                        count_failure(&metrics);
+                        warn!(error = %e, "Failed to renew Sentry's serving certificate; retrying");
+                        renew_at = OffsetDateTime::now_utc() + backoff;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
                 }
             }
         }
     }
+}
+
+/// Waits for the next signer the CA publishes. The sender lives in the CA the follower holds, so
+/// the channel never closes while anyone waits; if it did, nothing would change again.
+async fn signer_changed(signers: &mut watch::Receiver<Arc<Signer>>) {
+    if signers.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+fn count_failure(metrics: &Metrics) {
+    metrics
+        .servercert_issue_failed
+        .with_label_values(&["sign"])
+        .inc();
 }
 
 fn issue_key(ca: &Ca, id: &SpiffeId) -> Result<(CertifiedKey, OffsetDateTime), ServingCertError> {
@@ -185,4 +213,52 @@ pub fn spawn_accept_loop(
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sentry_core::bundle::{generate, CaParams, KeyType};
+    use sentry_core::ca::Lifetimes;
+    use sentry_core::spiffe::TrustDomain;
+
+    fn signer() -> Signer {
+        let p = CaParams::new(
+            TrustDomain::public(),
+            "default",
+            KeyType::Ed25519,
+            Duration::ZERO,
+        );
+        Signer::new(generate(&p, OffsetDateTime::now_utc()).unwrap().bundle).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_serving_certificate_follows_the_signer_the_ca_publishes() {
+        let lifetimes = Lifetimes {
+            ttl: Duration::from_secs(3600),
+            allowed_clock_skew: Duration::ZERO,
+        };
+        let ca = Arc::new(Ca::new(signer(), lifetimes));
+        let id = SpiffeId::new(TrustDomain::public(), "default", "dapr-sentry").unwrap();
+        let (serving, renew_at) = ServingCert::issue(&ca, id).unwrap();
+        let first = serving.chain();
+        // Renewal by the timer is half an hour away: only the published signer can re-issue.
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let task = tokio::spawn(serving.clone().follow(ca.clone(), metrics, renew_at));
+        let next = signer();
+        let next_issuer = next.bundle().issuer_chain[0].clone();
+        ca.replace(next);
+        let followed = async {
+            while serving.chain()[1] != next_issuer {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), followed)
+            .await
+            .expect("re-issued under the new signer");
+        let chain = serving.chain();
+        assert_eq!(chain.len(), 2);
+        assert_ne!(chain[0], first[0], "a new leaf");
+        task.abort();
+    }
 }
