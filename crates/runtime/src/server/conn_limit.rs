@@ -7,6 +7,8 @@
 //! Each connection is also run under the HTTP/2 guard ([`super::h2_guard`]: idle, PING policy,
 //! stalled responses), carries its own in-flight count ([`super::fair_share`]) to every
 //! request through tonic's connect info, and is counted while open for [`super::heap_trim`].
+//! Its close lingers ([`super::linger`]) so that a client still sending gets a FIN, not a reset
+//! that would discard the last answers.
 
 use std::io;
 use std::pin::Pin;
@@ -22,6 +24,7 @@ use tonic::transport::server::Connected;
 use super::fair_share::{ConnInfo, ConnSlots};
 use super::h2_guard::{H2Guard, Policy};
 use super::heap_trim;
+use super::linger::{poll_shutdown_lingering, Linger};
 use super::stream_budget::StreamBudget;
 use super::write_batch::Drain;
 
@@ -54,6 +57,8 @@ pub struct Limited<T> {
     _permit: OwnedSemaphorePermit,
     _open: heap_trim::Open,
     slots: Arc<ConnSlots>,
+    /// Set once the write side is shut: the lingering close ([`super::linger`]).
+    linger: Option<Linger>,
 }
 
 impl<T> Limited<T> {
@@ -74,6 +79,7 @@ impl<T> Limited<T> {
             _permit: permit,
             _open: heap_trim::Open::count(),
             slots: Arc::default(),
+            linger: None,
         }
     }
 
@@ -108,7 +114,7 @@ impl<T: AsyncRead + AsyncWrite + Drain + Unpin> AsyncRead for Limited<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Limited<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -122,7 +128,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let me = &mut *self;
+        // Read below the HTTP/2 guard: what the client still sends is discarded unparsed.
+        poll_shutdown_lingering(&mut me.linger, me.inner.get_mut(), cx, |io, cx| {
+            Pin::new(io).poll_shutdown(cx)
+        })
     }
 
     fn poll_write_vectored(

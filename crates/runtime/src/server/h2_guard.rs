@@ -124,6 +124,11 @@ impl<T> H2Guard<T> {
         &self.io
     }
 
+    /// The wrapped stream, to read or shut below the guard.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.io
+    }
+
     fn close(&mut self, code: u32, why: &'static str, now: Instant) {
         if self.closing.is_some() {
             return;

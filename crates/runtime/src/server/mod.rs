@@ -1,7 +1,8 @@
 //! Sentry's listeners: the gRPC CA service over TLS ([`grpc`], [`tls`]), the plain-HTTP
 //! health and metrics endpoints ([`http`]), each bound where a [`listen_addr`] says and OIDC discovery ([`oidc`], [`oidc_listener`]),
 //! all three bounded by [`side_listener`];
-//! capacity protection in front of them, within the bounds of [`limits`]: a bound on open connections ([`conn_limit`]) and
+//! capacity protection in front of them, within the bounds of [`limits`], and a lingering close
+//! ([`linger`]): a bound on open connections ([`conn_limit`]) and
 //! admission control with load shedding and fair shares ([`admission`], [`fair_share`],
 //! [`peer_rate`]); the HTTP/2 connection guard ([`h2_guard`], [`h2_frames`]) and the bound on
 //! unanswered streams it keeps ([`stream_budget`]); request bodies and
@@ -18,6 +19,7 @@ pub mod h2_guard;
 pub mod heap_trim;
 pub mod http;
 pub mod limits;
+pub mod linger;
 pub mod listen_addr;
 pub mod oidc;
 pub mod oidc_listener;
