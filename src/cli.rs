@@ -50,7 +50,7 @@ pub struct CaArgs {
     /// Where the bundle lives.
     #[command(flatten)]
     pub target: Target,
-    /// The operation.
+    /// What to do to the bundle: `init`, `renew`, `export`, `expiry` or `check`.
     #[command(subcommand)]
     pub command: CaCommand,
 }

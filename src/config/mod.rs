@@ -40,7 +40,7 @@ pub enum ConfigError {
     /// The `--config` file could not be read.
     #[error("config file {path}: {source}")]
     Read {
-        /// The file.
+        /// The `--config` path.
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
@@ -48,7 +48,7 @@ pub enum ConfigError {
     /// The `--config` file is not a valid `Configuration`.
     #[error("config file {path}: {problem}")]
     Invalid {
-        /// The file.
+        /// The `--config` path.
         path: PathBuf,
         /// What is wrong.
         problem: String,
@@ -82,25 +82,23 @@ pub enum ConfigError {
 
 /// The logging settings the flags ask for.
 pub fn log_options(flags: &Flags) -> LogOptions {
+    const NOT_A_FLAG: &str =
+        "not a flag (a boolean flag takes a value only as --flag=value, as in Dapr)";
     LogOptions {
-            level: match flags.log_level {
-                LogLevel::Debug => Level::DEBUG,
-                LogLevel::Info => Level::INFO,
-                LogLevel::Warn => Level::WARN,
-                LogLevel::Error | LogLevel::Fatal => Level::ERROR,
-            },
-            file: flags.log_file.clone(),
-            json: flags.log_as_json,
-            notices: flags
-                .ignored_args
-                .iter()
-                .map(|a| {
-                    format!(
-                        "ignoring argument {a:?}: not a flag (a boolean flag takes a value only as --flag=value, as in Dapr)"
-                    )
-                })
-                .collect(),
-        }
+        level: match flags.log_level {
+            LogLevel::Debug => Level::DEBUG,
+            LogLevel::Info => Level::INFO,
+            LogLevel::Warn => Level::WARN,
+            LogLevel::Error | LogLevel::Fatal => Level::ERROR,
+        },
+        file: flags.log_file.clone(),
+        json: flags.log_as_json,
+        notices: flags
+            .ignored_args
+            .iter()
+            .map(|a| format!("ignoring argument {a:?}: {NOT_A_FLAG}"))
+            .collect(),
+    }
 }
 
 /// Everything Sentry needs to know, resolved once at start-up.
@@ -199,15 +197,15 @@ impl Config {
         )?;
         let specs = mtls.map(|m| m.token_validators.as_slice()).unwrap_or(&[]);
         let validators = resolve_validators(flags.mode, specs, &cfg_path)?;
+        let params = sentry_core::bundle::CaParams {
+            trust_domain: trust_domain.clone(),
+            namespace: namespace.clone(),
+            key_type: flags.key_type,
+            allowed_clock_skew,
+            root_ttl: flags.root_ttl,
+            issuer_ttl: flags.issuer_ttl,
+        };
         let rotation = sentry_runtime::rotation::Settings {
-            params: sentry_core::bundle::CaParams {
-                trust_domain: trust_domain.clone(),
-                namespace: namespace.clone(),
-                key_type: flags.key_type,
-                allowed_clock_skew,
-                root_ttl: flags.root_ttl,
-                issuer_ttl: flags.issuer_ttl,
-            },
             renew_fraction: flags.renew_when_remaining,
             grace: flags
                 .root_rotation_grace
@@ -216,7 +214,7 @@ impl Config {
             auto_root_rotation: flags.auto_rotate_root,
             interval: flags.bundle_check_interval.max(Duration::from_millis(100)),
             resync: flags.bundle_resync_interval.max(Duration::from_secs(1)),
-            expiry_warning: time::Duration::days(30),
+            ..sentry_runtime::rotation::Settings::new(params)
         };
         let (jwt, oidc) = jwt::resolve(&flags.jwt, &flags.issuer_credentials)?;
         let limits = limits_from_flags(flags).map_err(ConfigError::Limit)?;

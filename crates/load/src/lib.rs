@@ -32,7 +32,7 @@ pub enum LoadError {
     /// The anchors file could not be read.
     #[error("reading trust anchors {path}: {source}")]
     Anchors {
-        /// The file.
+        /// The `--anchors` path as given.
         path: String,
         /// The I/O error.
         source: std::io::Error,

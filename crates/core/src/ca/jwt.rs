@@ -39,7 +39,7 @@ pub enum JwtError {
     /// A per-audience token failed.
     #[error("failed to generate JWT for audience {audience}: {problem}")]
     Audience {
-        /// The audience.
+        /// The audience whose token failed, as the request named it.
         audience: String,
         /// What failed.
         problem: String,

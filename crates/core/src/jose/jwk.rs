@@ -116,7 +116,7 @@ impl Jwk {
 /// A JSON Web Key Set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JwkSet {
-    /// The keys.
+    /// The keys, in the order the set lists them.
     pub keys: Vec<Jwk>,
     /// Every other member.
     #[serde(flatten)]

@@ -82,7 +82,7 @@ impl Reader {
         Self { budget, wait: None }
     }
 
-    /// The budget.
+    /// The process-wide budget this connection's streams count against.
     pub fn budget(&self) -> &StreamBudget {
         &self.budget
     }

@@ -137,12 +137,12 @@ pub enum StoreError {
     },
 }
 
-/// A bundle store.
+/// Where the trust bundle lives, as chosen by `--mode`.
 #[derive(Clone)]
 pub enum Store {
-    /// A directory.
+    /// Standalone: the credentials directory (`--issuer-credentials`).
     File(file::FileStore),
-    /// Secrets and a ConfigMap.
+    /// Kubernetes: Secret and ConfigMap `dapr-trust-bundle`.
     Kube(Box<kube::KubeStore>),
 }
 
