@@ -18,7 +18,6 @@ pub use jwks::JwksOptions;
 pub use jwt::{JwtConfig, JwtFlags, OidcConfig, OidcTls};
 pub use limits::{Limits, PeerRate};
 
-use crate::bundle::KeyType;
 use crate::spiffe::{SpiffeError, SpiffeId, TrustDomain};
 use crate::validator::ValidatorKind;
 
@@ -193,22 +192,17 @@ pub struct Config {
     pub allowed_clock_skew: Duration,
     /// Enabled validators.
     pub validators: ValidatorSet,
-    /// Bundle directory (standalone).
+    /// `--issuer-credentials`: where the files are (standalone); the mounted trust-bundle Secret
+    /// whose changes a running Sentry watches (kubernetes).
     pub credentials_dir: PathBuf,
     /// Bundle file paths (standalone); their base names are the Secret keys (kubernetes).
     pub credentials: CredentialPaths,
-    /// Key algorithm of a generated CA.
-    pub key_type: KeyType,
     /// gRPC listener.
     pub grpc: ListenAddr,
     /// Health listener.
     pub healthz: ListenAddr,
     /// Metrics listener, when metrics are enabled.
     pub metrics: Option<ListenAddr>,
-    /// Kubeconfig path (kubernetes mode outside a cluster).
-    pub kubeconfig: Option<PathBuf>,
-    /// Logging.
-    pub log: LogOptions,
     /// Renewal and rotation.
     pub rotation: crate::rotation::Settings,
     /// JWT-SVID issuance, when `--jwt-enabled`.
@@ -308,7 +302,6 @@ impl Config {
                 &flags.issuer_certificate_filename,
                 &flags.issuer_key_filename,
             ),
-            key_type: flags.key_type,
             grpc: ListenAddr {
                 host: flags.listen_address.clone(),
                 port: flags.port,
@@ -321,8 +314,6 @@ impl Config {
                 host: flags.metrics_listen_address.clone(),
                 port: flags.metrics_port,
             }),
-            kubeconfig: flags.kubeconfig.clone(),
-            log: LogOptions::from_flags(flags),
             rotation,
             jwt,
             oidc,
