@@ -14,7 +14,7 @@ use crate::config::JwksOptions;
 use crate::jose::{decode_compact, Algorithm, JwkSet, PublicKey};
 use crate::pb::SignCertificateRequest;
 use crate::spiffe::{SpiffeId, TrustDomain};
-use crate::telemetry::Readiness;
+use crate::telemetry::health::Condition;
 
 /// Acceptable clock skew for `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECS: i64 = 300;
@@ -192,15 +192,16 @@ pub struct JwksValidator {
 }
 
 impl JwksValidator {
-    /// Starts loading the key set; `audience` is Sentry's SPIFFE ID.
+    /// Starts loading the key set; `audience` is Sentry's SPIFFE ID; `ready` is met once a set
+    /// is loaded.
     pub fn start(
         options: &JwksOptions,
         audience: &SpiffeId,
-        readiness: Readiness,
+        ready: Condition,
     ) -> Result<Self, JwksSetupError> {
         Ok(Self {
             audience: audience.to_string(),
-            keys: KeyCache::start(options, readiness)?,
+            keys: KeyCache::start(options, ready)?,
         })
     }
 

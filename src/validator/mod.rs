@@ -8,10 +8,13 @@ pub mod jwks;
 pub mod jwks_source;
 pub mod kubernetes;
 
+use tracing::info;
+
 use crate::config::ValidatorSet;
 use crate::pb::sign_certificate_request::TokenValidator;
 use crate::pb::SignCertificateRequest;
 use crate::spiffe::TrustDomain;
+use crate::telemetry::health::Condition;
 
 /// The validators Sentry knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,12 +60,18 @@ impl Validators {
         }
     }
 
-    /// True once every enabled validator can answer (bounded wait).
-    pub async fn ready(&self) -> bool {
-        match &self.kubernetes {
-            Some(k) => k.ready().await,
-            None => true,
-        }
+    /// Meets `ready` once every enabled validator can answer: at once, or when the Kubernetes
+    /// validator's caches hold their first listing. (The `jwks` validator reports on its own
+    /// condition.)
+    pub fn report_ready(&self, ready: Condition) {
+        let synced = self.kubernetes.as_ref().map(|k| k.synced());
+        tokio::spawn(async move {
+            if let Some(synced) = synced {
+                synced.await;
+            }
+            info!("Validators ready");
+            ready.met();
+        });
     }
 
     /// Adds the started `jwks` validator (enabled through `set`).

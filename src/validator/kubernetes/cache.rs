@@ -114,14 +114,15 @@ impl Caches {
         }
     }
 
+    /// Resolves once both caches hold a complete initial listing.
+    pub async fn synced(&self) {
+        let _ = self.pods.wait_until_ready().await;
+        let _ = self.configs.wait_until_ready().await;
+    }
+
     /// Waits (at most `limit`) until both caches hold a complete initial listing.
     pub async fn wait_ready(&self, limit: Duration) -> bool {
-        tokio::time::timeout(limit, async {
-            let _ = self.pods.wait_until_ready().await;
-            let _ = self.configs.wait_until_ready().await;
-        })
-        .await
-        .is_ok()
+        tokio::time::timeout(limit, self.synced()).await.is_ok()
     }
 
     /// The pod from the cache.

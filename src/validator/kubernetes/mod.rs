@@ -12,6 +12,7 @@ mod in_flight;
 mod review_cache;
 pub mod token;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use futures::FutureExt;
@@ -90,9 +91,10 @@ impl KubernetesValidator {
         }
     }
 
-    /// True once the caches are synced (bounded wait).
-    pub async fn ready(&self) -> bool {
-        self.caches.wait_ready(API_TIMEOUT).await
+    /// Resolves once the caches hold their first complete listing.
+    pub fn synced(&self) -> impl Future<Output = ()> + Send + 'static {
+        let caches = self.caches.clone();
+        async move { caches.synced().await }
     }
 
     /// The token's service-account username, from the review cache or a (shared) TokenReview.
@@ -145,7 +147,7 @@ impl KubernetesValidator {
         &self,
         req: &SignCertificateRequest,
     ) -> Result<TrustDomain, ValidationError> {
-        if !self.ready().await {
+        if !self.caches.wait_ready(API_TIMEOUT).await {
             return Err(deny("validator not ready"));
         }
         common::validate(req)?;
