@@ -11,6 +11,7 @@ mod cache;
 mod in_flight;
 mod review_cache;
 pub mod token;
+mod watch_errors;
 
 use std::future::Future;
 use std::sync::Arc;
