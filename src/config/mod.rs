@@ -221,70 +221,21 @@ impl Config {
         namespace_env: Option<String>,
         configuration: Option<LoadedConfiguration>,
     ) -> Result<Self, ConfigError> {
-        let trust_domain =
-            TrustDomain::parse(&flags.trust_domain).map_err(|source| ConfigError::TrustDomain {
-                value: flags.trust_domain.clone(),
-                source,
-            })?;
-        let namespace = namespace_env
-            .filter(|ns| !ns.is_empty())
-            .unwrap_or_else(|| "default".to_owned());
-        let sentry_id =
-            SpiffeId::new(trust_domain.clone(), &namespace, SENTRY_APP_ID).map_err(|source| {
-                ConfigError::Namespace {
-                    value: namespace.clone(),
-                    source,
-                }
-            })?;
+        let (trust_domain, namespace, sentry_id) = identity(flags, namespace_env)?;
         let (cfg_path, mtls) = match &configuration {
             Some(c) => (PathBuf::from(&c.origin), Some(&c.file.spec.mtls)),
             None => (PathBuf::new(), None),
         };
-        let duration = |value: Option<&String>, field: &str, default: Duration| match value {
-            None => Ok(default),
-            Some(v) if v.trim().is_empty() => Ok(default),
-            Some(v) => parse_go_duration(v).map_err(|problem| ConfigError::Invalid {
-                path: cfg_path.clone(),
-                problem: format!("spec.mtls.{field}: {problem}"),
-            }),
-        };
-        let workload_cert_ttl = duration(
-            mtls.and_then(|m| m.workload_cert_ttl.as_ref()),
-            "workloadCertTTL",
-            DEFAULT_WORKLOAD_CERT_TTL,
-        )?;
-        if workload_cert_ttl.is_zero() {
-            return Err(ConfigError::Invalid {
-                path: cfg_path,
-                problem: "spec.mtls.workloadCertTTL must be greater than zero".into(),
-            });
-        }
-        let allowed_clock_skew = duration(
-            mtls.and_then(|m| m.allowed_clock_skew.as_ref()),
-            "allowedClockSkew",
-            DEFAULT_ALLOWED_CLOCK_SKEW,
-        )?;
+        let (workload_cert_ttl, allowed_clock_skew) = lifetimes(mtls, &cfg_path)?;
         let specs = mtls.map(|m| m.token_validators.as_slice()).unwrap_or(&[]);
         let validators = resolve_validators(flags.mode, specs, &cfg_path)?;
-        let rotation = crate::rotation::Settings {
-            params: crate::bundle::CaParams {
-                trust_domain: trust_domain.clone(),
-                namespace: namespace.clone(),
-                key_type: flags.key_type,
-                allowed_clock_skew,
-                root_ttl: flags.root_ttl,
-                issuer_ttl: flags.issuer_ttl,
-            },
-            renew_fraction: flags.renew_when_remaining,
-            grace: flags
-                .root_rotation_grace
-                .unwrap_or(workload_cert_ttl + allowed_clock_skew),
-            retire_after: workload_cert_ttl + allowed_clock_skew,
-            auto_root_rotation: flags.auto_rotate_root,
-            interval: flags.bundle_check_interval.max(Duration::from_millis(100)),
-            resync: flags.bundle_resync_interval.max(Duration::from_secs(1)),
-            expiry_warning: time::Duration::days(30),
-        };
+        let rotation = rotation_settings(
+            flags,
+            &trust_domain,
+            &namespace,
+            workload_cert_ttl,
+            allowed_clock_skew,
+        );
         let (jwt, oidc) = jwt::resolve(&flags.jwt, &flags.issuer_credentials)?;
         let limits = Limits::from_flags(flags).map_err(ConfigError::Limit)?;
         Ok(Self {
@@ -357,6 +308,91 @@ pub fn load_configuration_file(flags: &Flags) -> Result<Option<LoadedConfigurati
         origin: name,
         file: parsed,
     }))
+}
+
+/// The trust domain, Sentry's namespace (`NAMESPACE`, default `default`) and Sentry's own ID.
+fn identity(
+    flags: &Flags,
+    namespace_env: Option<String>,
+) -> Result<(TrustDomain, String, SpiffeId), ConfigError> {
+    let trust_domain =
+        TrustDomain::parse(&flags.trust_domain).map_err(|source| ConfigError::TrustDomain {
+            value: flags.trust_domain.clone(),
+            source,
+        })?;
+    let namespace = namespace_env
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| "default".to_owned());
+    let sentry_id =
+        SpiffeId::new(trust_domain.clone(), &namespace, SENTRY_APP_ID).map_err(|source| {
+            ConfigError::Namespace {
+                value: namespace.clone(),
+                source,
+            }
+        })?;
+    Ok((trust_domain, namespace, sentry_id))
+}
+
+/// The workload certificate TTL and the allowed clock skew from `spec.mtls` (of the
+/// Configuration at `cfg_path`), else Dapr's defaults.
+fn lifetimes(
+    mtls: Option<&file::Mtls>,
+    cfg_path: &Path,
+) -> Result<(Duration, Duration), ConfigError> {
+    let duration = |value: Option<&String>, field: &str, default: Duration| match value {
+        None => Ok(default),
+        Some(v) if v.trim().is_empty() => Ok(default),
+        Some(v) => parse_go_duration(v).map_err(|problem| ConfigError::Invalid {
+            path: cfg_path.to_path_buf(),
+            problem: format!("spec.mtls.{field}: {problem}"),
+        }),
+    };
+    let workload_cert_ttl = duration(
+        mtls.and_then(|m| m.workload_cert_ttl.as_ref()),
+        "workloadCertTTL",
+        DEFAULT_WORKLOAD_CERT_TTL,
+    )?;
+    if workload_cert_ttl.is_zero() {
+        return Err(ConfigError::Invalid {
+            path: cfg_path.to_path_buf(),
+            problem: "spec.mtls.workloadCertTTL must be greater than zero".into(),
+        });
+    }
+    let allowed_clock_skew = duration(
+        mtls.and_then(|m| m.allowed_clock_skew.as_ref()),
+        "allowedClockSkew",
+        DEFAULT_ALLOWED_CLOCK_SKEW,
+    )?;
+    Ok((workload_cert_ttl, allowed_clock_skew))
+}
+
+/// Renewal and rotation from the flags and the resolved lifetimes.
+fn rotation_settings(
+    flags: &Flags,
+    trust_domain: &TrustDomain,
+    namespace: &str,
+    workload_cert_ttl: Duration,
+    allowed_clock_skew: Duration,
+) -> crate::rotation::Settings {
+    crate::rotation::Settings {
+        params: crate::bundle::CaParams {
+            trust_domain: trust_domain.clone(),
+            namespace: namespace.to_owned(),
+            key_type: flags.key_type,
+            allowed_clock_skew,
+            root_ttl: flags.root_ttl,
+            issuer_ttl: flags.issuer_ttl,
+        },
+        renew_fraction: flags.renew_when_remaining,
+        grace: flags
+            .root_rotation_grace
+            .unwrap_or(workload_cert_ttl + allowed_clock_skew),
+        retire_after: workload_cert_ttl + allowed_clock_skew,
+        auto_root_rotation: flags.auto_rotate_root,
+        interval: flags.bundle_check_interval.max(Duration::from_millis(100)),
+        resync: flags.bundle_resync_interval.max(Duration::from_secs(1)),
+        expiry_warning: time::Duration::days(30),
+    }
 }
 
 fn resolve_validators(
