@@ -5,19 +5,22 @@
 
 mod jwt;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt;
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::server::Connected;
 use tower::util::MapResponseLayer;
 use tracing::{info, warn};
 
-use crate::config::{self, Config, ConfigError, Flags, LoadedConfiguration, Mode};
+use crate::config::{self, Config, ConfigError, Flags, Limits, LoadedConfiguration, Mode};
 use sentry_core::ca::{Lifetimes, Signer};
 use sentry_proto::ca_server::CaServer;
 use sentry_runtime::authority::Ca;
@@ -33,11 +36,10 @@ use sentry_runtime::server::status;
 use sentry_runtime::server::stream_budget::StreamBudget;
 use sentry_runtime::server::tls::{self, ServingCert};
 use sentry_runtime::store::changes::Changes;
-use sentry_runtime::store::file::FileStore;
-use sentry_runtime::store::kube::{base_name, Keys, KubeStore};
-use sentry_runtime::store::Store;
-use sentry_runtime::telemetry::health::Target;
+use sentry_runtime::store::{Files, Store};
+use sentry_runtime::telemetry::health::{Condition, Target};
 use sentry_runtime::telemetry::{Metrics, Readiness};
+use sentry_runtime::validator::jwks::JwksValidator;
 use sentry_runtime::validator::kubernetes::KubernetesValidator;
 use sentry_runtime::validator::Validators;
 
@@ -105,6 +107,7 @@ fn check_non_root() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs Sentry with `config` until a shutdown signal, step by step.
 async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Result<()> {
     sentry_runtime::store::perms::check(
         &config.credentials,
@@ -119,28 +122,111 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
     .context("refusing to use key material")?;
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let readiness = Readiness::default();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
+    let stop = Stop::default();
+    start_telemetry(&config, &metrics, &readiness, &stop).await?;
+    let store = open_store(&config, kube_client.as_ref());
+    let jwt_store = jwt::checked_store(&config, &store).await?;
+    let (ca, served) = start_ca(&config, &store, &metrics).await?;
+    readiness.condition(Target::Ca).met();
+    let jwt_parts = jwt::start(
+        &config,
+        jwt_store.as_ref(),
+        &metrics,
+        jwt::Ready {
+            oidc: readiness.condition(Target::OidcServer),
+            jwks: readiness.condition(Target::JwksValidator),
+        },
+        stop.stopped(),
+    )
+    .await?;
+    let serving = start_serving_cert(&config, &ca, &metrics)?;
+    readiness.condition(Target::SecurityProvider).met();
+    start_rotation(&config, &store, &ca, &metrics, served).await;
+    let validators = start_validators(
+        &config,
+        kube_client,
+        jwt_parts.jwks,
+        readiness.condition(Target::KubernetesValidator),
+    );
+    let admission = Admission::new(&config.limits, metrics.clone());
+    let mut service = CaService::new(ca, validators, metrics, control_plane(&config));
+    if let Some(issuer) = jwt_parts.issuer {
+        service = service.with_jwt(issuer);
+    }
+    let incoming = listen_grpc(&config, serving).await?;
+    let grpc_ready = readiness.condition(Target::GrpcServer);
+    grpc_ready.met();
+    serve_until_signal(&config.limits, admission, service, incoming, grpc_ready).await?;
+    stop.stop();
+    info!("Sentry shut down gracefully");
+    Ok(())
+}
+
+/// Tells the side servers (health, metrics, OIDC) to stop, once the gRPC server is done.
+#[derive(Default)]
+struct Stop(watch::Sender<bool>);
+
+impl Stop {
+    /// Resolves once [`Stop::stop`] is called.
+    fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.subscribe();
         async move {
             let _ = rx.wait_for(|s| *s).await;
         }
-    };
+    }
 
+    fn stop(self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// The failed-handshake summary, the health server and (when enabled) the metrics server.
+async fn start_telemetry(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    readiness: &Readiness,
+    stop: &Stop,
+) -> anyhow::Result<()> {
     tokio::spawn(sentry_runtime::telemetry::handshakes::report_forever());
     let healthz = bind(&config.healthz.to_bind_string()).await?;
     info!(addr = %healthz.local_addr()?, "Healthz server is listening");
-    tokio::spawn(http::serve_healthz(healthz, readiness.clone(), stopped()));
+    tokio::spawn(http::serve_healthz(
+        healthz,
+        readiness.clone(),
+        stop.stopped(),
+    ));
     if let Some(addr) = &config.metrics {
         let listener = bind(&addr.to_bind_string()).await?;
         info!(addr = %listener.local_addr()?, "metrics server started");
-        tokio::spawn(http::serve_metrics(listener, metrics.clone(), stopped()));
+        tokio::spawn(http::serve_metrics(
+            listener,
+            metrics.clone(),
+            stop.stopped(),
+        ));
     }
-    readiness.set_ready(Target::Metrics);
+    readiness.condition(Target::Metrics).met();
+    Ok(())
+}
 
-    let store = store_for(&config, kube_client.as_ref());
-    let jwt_store = jwt::checked_store(&config, &store).await?;
-    let loaded = rotation::bootstrap(&store, &config.rotation, &SystemClock)
+/// The bundle store: the credentials directory, or the Secret/ConfigMap with a client.
+fn open_store(config: &Config, kube_client: Option<&kube::Client>) -> Store {
+    match kube_client {
+        None => info!("Using local file system for trust bundle storage"),
+        Some(_) => info!("Using kubernetes secret store for trust bundle storage"),
+    }
+    Store::open(
+        config.credentials.clone(),
+        kube_client.map(|c| (c.clone(), config.namespace.as_str())),
+    )
+}
+
+/// Loads (or generates) the bundle and starts the CA on it; also returns the files as stored.
+async fn start_ca(
+    config: &Config,
+    store: &Store,
+    metrics: &Metrics,
+) -> anyhow::Result<(Arc<Ca>, Files)> {
+    let loaded = rotation::bootstrap(store, &config.rotation, &SystemClock)
         .await
         .context("error creating CA")?;
     if loaded.generated {
@@ -148,9 +234,8 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
     } else {
         info!("Root and issuer certs found: using credentials from store");
     }
-    let served = loaded.files.clone();
     let signer = Signer::new(loaded.bundle).context("error creating CA")?;
-    rotation::publish_expiry(&metrics, signer.bundle());
+    rotation::publish_expiry(metrics, signer.bundle());
     let ca = Arc::new(Ca::new(
         signer,
         Lifetimes {
@@ -158,20 +243,34 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
             allowed_clock_skew: config.allowed_clock_skew,
         },
     ));
-    readiness.set_ready(Target::Ca);
-    let jwt_parts =
-        jwt::start(&config, jwt_store.as_ref(), &metrics, &readiness, stopped()).await?;
+    Ok((ca, loaded.files))
+}
 
-    let (serving, renew_at) = ServingCert::issue(&ca, config.sentry_id.clone())
+/// Issues Sentry's own serving certificate and keeps it renewed.
+fn start_serving_cert(
+    config: &Config,
+    ca: &Arc<Ca>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Arc<ServingCert>> {
+    let (serving, renew_at) = ServingCert::issue(ca, config.sentry_id.clone())
         .context("issuing Sentry's serving certificate")?;
     info!(id = %config.sentry_id, renew_at = %renew_at, "Issued Sentry's serving certificate");
-    readiness.set_ready(Target::SecurityProvider);
     tokio::spawn(
         serving
             .clone()
             .follow(ca.clone(), metrics.clone(), renew_at),
     );
+    Ok(serving)
+}
 
+/// Starts the rotator, woken by changes of the store.
+async fn start_rotation(
+    config: &Config,
+    store: &Store,
+    ca: &Arc<Ca>,
+    metrics: &Arc<Metrics>,
+    served: Files,
+) {
     let rotator = Rotator::new(
         store.clone(),
         config.rotation.clone(),
@@ -180,34 +279,37 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
         served,
     );
     let changes = Changes::start(
-        &store,
+        store,
         &config.credentials_dir,
         config.rotation.interval,
         config.rotation.resync,
     )
     .await;
     tokio::spawn(rotator.run(changes));
+}
 
+/// The enabled validators; `ready` is met once they can all answer.
+fn start_validators(
+    config: &Config,
+    kube_client: Option<kube::Client>,
+    jwks: Option<JwksValidator>,
+    ready: Condition,
+) -> Arc<Validators> {
     let kubernetes =
         kube_client.map(|client| KubernetesValidator::start(client, &config.sentry_id));
     let mut validators = Validators::new(config.validators.clone(), kubernetes);
-    if let Some(jwks) = jwt_parts.jwks {
+    if let Some(jwks) = jwks {
         validators = validators.with_jwks(jwks);
     }
-    let validators = Arc::new(validators);
-    {
-        let (validators, readiness) = (validators.clone(), readiness.clone());
-        tokio::spawn(async move {
-            while !validators.ready().await {}
-            info!("Validators ready");
-            readiness.set_ready(Target::KubernetesValidator);
-        });
-    }
-    let admission = Admission::new(&config.limits, metrics.clone());
-    let mut service = CaService::new(ca, validators, metrics, control_plane(&config));
-    if let Some(issuer) = jwt_parts.issuer {
-        service = service.with_jwt(issuer);
-    }
+    validators.report_ready(ready);
+    Arc::new(validators)
+}
+
+/// Binds the gRPC listener and starts accepting TLS connections within the capacity limits.
+async fn listen_grpc(
+    config: &Config,
+    serving: Arc<ServingCert>,
+) -> anyhow::Result<impl Stream<Item = std::io::Result<impl Connection>>> {
     let grpc = bind(&config.grpc.to_bind_string()).await?;
     info!(addr = %grpc.local_addr()?, "Running gRPC server");
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(serving)?));
@@ -221,7 +323,7 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
     let connections = Arc::new(Semaphore::new(max_connections));
     heap_trim::spawn();
     let write_timeout = limits.response_write_timeout;
-    let incoming = ReceiverStream::new(tls::spawn_accept_loop(
+    Ok(ReceiverStream::new(tls::spawn_accept_loop(
         grpc,
         acceptor,
         connections,
@@ -233,20 +335,28 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
                 .saturating_mul(OPEN_STREAMS_PER_IN_FLIGHT),
         ),
     ))
-    .map(move |conn| conn.map(|c| c.with_write_timeout(write_timeout)));
-    readiness.set_ready(Target::GrpcServer);
+    .map(move |conn| conn.map(|c| c.with_write_timeout(write_timeout))))
+}
 
-    // On SIGTERM/SIGINT: report not ready, stop accepting, let in-flight requests finish (bounded
-    // by DRAIN_TIMEOUT), then stop the health and metrics servers.
+/// What tonic serves gRPC over: an accepted connection.
+trait Connection: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static> Connection for T {}
+
+/// Serves gRPC on `incoming` until SIGTERM/SIGINT; then reports not ready (`grpc_ready`), stops
+/// accepting and lets in-flight requests finish (bounded by [`DRAIN_TIMEOUT`]).
+async fn serve_until_signal(
+    limits: &Limits,
+    admission: Admission,
+    service: CaService,
+    incoming: impl Stream<Item = std::io::Result<impl Connection>>,
+    grpc_ready: Condition,
+) -> anyhow::Result<()> {
     let (draining_tx, draining_rx) = oneshot::channel::<()>();
-    let shutdown = {
-        let readiness = readiness.clone();
-        async move {
-            shutdown_signal().await;
-            info!("Shutting down: finishing in-flight requests");
-            readiness.set_not_ready(Target::GrpcServer);
-            let _ = draining_tx.send(());
-        }
+    let shutdown = async move {
+        shutdown_signal().await;
+        info!("Shutting down: finishing in-flight requests");
+        grpc_ready.unmet();
+        let _ = draining_tx.send(());
     };
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_streams_per_connection)
@@ -264,8 +374,6 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
         res = server => res.context("gRPC server failed")?,
         () = drain_deadline => warn!(timeout = ?DRAIN_TIMEOUT, "In-flight requests did not finish in time; exiting anyway"),
     }
-    let _ = stop_tx.send(true);
-    info!("Sentry shut down gracefully");
     Ok(())
 }
 
@@ -287,28 +395,6 @@ fn control_plane(config: &Config) -> ControlPlane {
     ControlPlane {
         namespace: config.namespace.clone(),
         cluster_domain,
-    }
-}
-
-fn store_for(config: &Config, kube_client: Option<&kube::Client>) -> Store {
-    match kube_client {
-        None => {
-            info!("Using local file system for trust bundle storage");
-            Store::File(FileStore::new(config.credentials.clone()))
-        }
-        Some(client) => {
-            info!("Using kubernetes secret store for trust bundle storage");
-            let keys = Keys {
-                anchors: base_name(&config.credentials.anchors),
-                issuer_cert: base_name(&config.credentials.issuer_cert),
-                issuer_key: base_name(&config.credentials.issuer_key),
-            };
-            Store::Kube(Box::new(KubeStore::new(
-                client.clone(),
-                &config.namespace,
-                keys,
-            )))
-        }
     }
 }
 

@@ -17,7 +17,6 @@ use sentry_core::bundle::{self, CaParams, KeyType};
 use sentry_core::spiffe::TrustDomain;
 use sentry_runtime::rotation::{self, Journal, SystemClock};
 use sentry_runtime::store::file::{CredentialPaths, FileStore};
-use sentry_runtime::store::kube::{Keys, KubeStore};
 use sentry_runtime::store::{Custody, Files, Store};
 
 /// Sentry's whole command line: the serve [`Flags`], or a subcommand.
@@ -137,15 +136,10 @@ impl Target {
             "issuer.key",
         );
         Ok(match self.mode {
-            Mode::Standalone => Store::File(FileStore::new(paths)),
+            Mode::Standalone => Store::open(paths, None),
             Mode::Kubernetes => {
                 let client = sentry_runtime::k8s::client(self.kubeconfig.as_deref()).await?;
-                let keys = Keys {
-                    anchors: "ca.crt".into(),
-                    issuer_cert: "issuer.crt".into(),
-                    issuer_key: "issuer.key".into(),
-                };
-                Store::Kube(Box::new(KubeStore::new(client, &self.namespace, keys)))
+                Store::open(paths, Some((client, &self.namespace)))
             }
         })
     }
@@ -189,16 +183,14 @@ pub async fn run(args: CaArgs) -> anyhow::Result<String> {
         CaCommand::Export { output } => {
             let files = snap.files.context("no trust bundle stored")?;
             std::fs::create_dir_all(&output).with_context(|| output.display().to_string())?;
-            let out = Store::File(FileStore::new(CredentialPaths::new(
+            let out = FileStore::new(CredentialPaths::new(
                 &output,
                 "ca.crt",
                 "issuer.crt",
                 "issuer.key",
-            )));
-            let existing = out.snapshot().await.ok().and_then(|s| s.files);
-            if let Store::File(fs) = &out {
-                fs.write_files(existing.as_ref(), &files)?;
-            }
+            ));
+            let existing = out.snapshot().ok().and_then(|s| s.files);
+            out.write_files(existing.as_ref(), &files)?;
             Ok(format!(
                 "Exported ca.crt, issuer.crt and issuer.key to {}\n",
                 output.display()

@@ -26,9 +26,37 @@ const HELLO_PREFIX: [u8; 11] = [
     0x03, 0x03, // client version TLS 1.2
 ];
 
-fn open_fds(pid: u32) -> usize {
+/// Accepted connections on local `port` that process `pid` holds open: its socket descriptors
+/// whose inode /proc/net/tcp{,6} lists with that local port, not listening. (Counting every
+/// descriptor would also count whatever else the server has open at the moment, such as the
+/// harness's health-check connection.)
+fn held_connections(pid: u32, port: u16) -> usize {
+    let mut inodes = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
+                continue;
+            };
+            let local_port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) && *state != "0A" {
+                inodes.insert(format!("socket:[{inode}]"));
+            }
+        }
+    }
     std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter(|l| inodes.contains(l.to_string_lossy().as_ref()))
+                .count()
+        })
         .unwrap_or(0)
 }
 
@@ -54,7 +82,6 @@ async fn silent_and_dribbling_clients_do_not_exhaust_sentry() {
         Opts::default().args(&["--tls-handshake-timeout", HANDSHAKE_TIMEOUT]),
     );
     let pid = s.child.id();
-    let base_fds = open_fds(pid);
 
     let opened_at = Instant::now();
     let mut silent: Vec<TcpStream> = (0..SILENT)
@@ -72,7 +99,7 @@ async fn silent_and_dribbling_clients_do_not_exhaust_sentry() {
     // The server has accepted them all and holds them (a bounded wait, inside the handshake
     // timeout: failing to get there fails the test).
     loop {
-        let held = open_fds(pid).saturating_sub(base_fds);
+        let held = held_connections(pid, s.grpc.port());
         if held >= SILENT + DRIBBLERS {
             break;
         }

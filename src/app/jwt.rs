@@ -18,14 +18,22 @@ use sentry_runtime::server::oidc::OidcSite;
 use sentry_runtime::server::oidc_listener;
 use sentry_runtime::store::jwt::{JwtStore, JwtStoreError};
 use sentry_runtime::store::{rbac, Store, StoreError};
-use sentry_runtime::telemetry::health::Target;
-use sentry_runtime::telemetry::{Metrics, Readiness};
+use sentry_runtime::telemetry::health::Condition;
+use sentry_runtime::telemetry::Metrics;
 use sentry_runtime::validator::jwks::JwksValidator;
 
 /// How often the OIDC server looks for its TLS files when they are not there yet (Dapr: 5 s).
 const TLS_FILE_POLL: Duration = Duration::from_secs(5);
 /// Reads of the JWT part before giving up when other writers keep changing the store.
 const MAX_ATTEMPTS: usize = 20;
+
+/// The readiness conditions the JWT features report on.
+pub(super) struct Ready {
+    /// The OIDC listener is up (or OIDC is not enabled).
+    pub oidc: Condition,
+    /// The `jwks` validator loaded its key set (or it is not enabled).
+    pub jwks: Condition,
+}
 
 /// The started JWT features, to be plugged into the request path.
 pub(super) struct JwtParts {
@@ -59,7 +67,7 @@ pub(super) async fn start(
     config: &Config,
     store: Option<&JwtStore>,
     metrics: &Metrics,
-    readiness: &Readiness,
+    ready: Ready,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<JwtParts> {
     let bundle = match (&config.jwt, store) {
@@ -85,25 +93,21 @@ pub(super) async fn start(
     match (&config.oidc, &bundle) {
         (Some(oidc), Some(b)) => {
             let issuer = config.jwt.as_ref().and_then(|j| j.issuer.clone());
-            start_oidc(oidc, b, issuer, readiness.clone(), shutdown).await?;
+            start_oidc(oidc, b, issuer, ready.oidc, shutdown).await?;
         }
         (Some(_), None) => {
             warn!("--oidc-enabled has no effect without --jwt-enabled; the OIDC server is not started");
-            readiness.set_ready(Target::OidcServer);
+            ready.oidc.met();
         }
-        (None, _) => readiness.set_ready(Target::OidcServer),
+        (None, _) => ready.oidc.met(),
     }
     let jwks = match &config.validators.jwks {
         Some(opts) => {
             info!("Adding validator 'jwks'");
-            Some(JwksValidator::start(
-                opts,
-                &config.sentry_id,
-                readiness.clone(),
-            )?)
+            Some(JwksValidator::start(opts, &config.sentry_id, ready.jwks)?)
         }
         None => {
-            readiness.set_ready(Target::JwksValidator);
+            ready.jwks.met();
             None
         }
     };
@@ -169,7 +173,7 @@ async fn start_oidc(
     oidc: &OidcConfig,
     bundle: &JwtBundle,
     issuer: Option<String>,
-    readiness: Readiness,
+    ready: Condition,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = oidc.listen.to_bind_string();
@@ -207,7 +211,7 @@ async fn start_oidc(
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
         info!(addr = %local, scheme, "OIDC discovery server is listening");
-        readiness.set_ready(Target::OidcServer);
+        ready.met();
         oidc_listener::serve(listener, router, tls, shutdown).await;
     });
     Ok(())

@@ -18,7 +18,6 @@ pub use sentry_core::go_text::{go_bool, parse_go_duration};
 pub use sentry_runtime::server::limits::Limits;
 pub use sentry_runtime::server::listen_addr::ListenAddr;
 
-use sentry_core::bundle::KeyType;
 use sentry_core::spiffe::{SpiffeError, SpiffeId, TrustDomain};
 use sentry_runtime::store::file::CredentialPaths;
 use sentry_runtime::telemetry::logging::LogOptions;
@@ -118,22 +117,17 @@ pub struct Config {
     pub allowed_clock_skew: Duration,
     /// Enabled validators.
     pub validators: ValidatorSet,
-    /// Bundle directory (standalone).
+    /// `--issuer-credentials`: where the files are (standalone); the mounted trust-bundle Secret
+    /// whose changes a running Sentry watches (kubernetes).
     pub credentials_dir: PathBuf,
     /// Bundle file paths (standalone); their base names are the Secret keys (kubernetes).
     pub credentials: CredentialPaths,
-    /// Key algorithm of a generated CA.
-    pub key_type: KeyType,
     /// gRPC listener.
     pub grpc: ListenAddr,
     /// Health listener.
     pub healthz: ListenAddr,
     /// Metrics listener, when metrics are enabled.
     pub metrics: Option<ListenAddr>,
-    /// Kubeconfig path (kubernetes mode outside a cluster).
-    pub kubeconfig: Option<PathBuf>,
-    /// Logging.
-    pub log: LogOptions,
     /// Renewal and rotation.
     pub rotation: sentry_runtime::rotation::Settings,
     /// JWT-SVID issuance, when `--jwt-enabled`.
@@ -152,70 +146,21 @@ impl Config {
         namespace_env: Option<String>,
         configuration: Option<LoadedConfiguration>,
     ) -> Result<Self, ConfigError> {
-        let trust_domain =
-            TrustDomain::parse(&flags.trust_domain).map_err(|source| ConfigError::TrustDomain {
-                value: flags.trust_domain.clone(),
-                source,
-            })?;
-        let namespace = namespace_env
-            .filter(|ns| !ns.is_empty())
-            .unwrap_or_else(|| "default".to_owned());
-        let sentry_id =
-            SpiffeId::new(trust_domain.clone(), &namespace, SENTRY_APP_ID).map_err(|source| {
-                ConfigError::Namespace {
-                    value: namespace.clone(),
-                    source,
-                }
-            })?;
+        let (trust_domain, namespace, sentry_id) = identity(flags, namespace_env)?;
         let (cfg_path, mtls) = match &configuration {
             Some(c) => (PathBuf::from(&c.origin), Some(&c.file.spec.mtls)),
             None => (PathBuf::new(), None),
         };
-        let duration = |value: Option<&String>, field: &str, default: Duration| match value {
-            None => Ok(default),
-            Some(v) if v.trim().is_empty() => Ok(default),
-            Some(v) => parse_go_duration(v).map_err(|problem| ConfigError::Invalid {
-                path: cfg_path.clone(),
-                problem: format!("spec.mtls.{field}: {problem}"),
-            }),
-        };
-        let workload_cert_ttl = duration(
-            mtls.and_then(|m| m.workload_cert_ttl.as_ref()),
-            "workloadCertTTL",
-            DEFAULT_WORKLOAD_CERT_TTL,
-        )?;
-        if workload_cert_ttl.is_zero() {
-            return Err(ConfigError::Invalid {
-                path: cfg_path,
-                problem: "spec.mtls.workloadCertTTL must be greater than zero".into(),
-            });
-        }
-        let allowed_clock_skew = duration(
-            mtls.and_then(|m| m.allowed_clock_skew.as_ref()),
-            "allowedClockSkew",
-            DEFAULT_ALLOWED_CLOCK_SKEW,
-        )?;
+        let (workload_cert_ttl, allowed_clock_skew) = lifetimes(mtls, &cfg_path)?;
         let specs = mtls.map(|m| m.token_validators.as_slice()).unwrap_or(&[]);
         let validators = resolve_validators(flags.mode, specs, &cfg_path)?;
-        let params = sentry_core::bundle::CaParams {
-            trust_domain: trust_domain.clone(),
-            namespace: namespace.clone(),
-            key_type: flags.key_type,
+        let rotation = rotation_settings(
+            flags,
+            &trust_domain,
+            &namespace,
+            workload_cert_ttl,
             allowed_clock_skew,
-            root_ttl: flags.root_ttl,
-            issuer_ttl: flags.issuer_ttl,
-        };
-        let rotation = sentry_runtime::rotation::Settings {
-            renew_fraction: flags.renew_when_remaining,
-            grace: flags
-                .root_rotation_grace
-                .unwrap_or(workload_cert_ttl + allowed_clock_skew),
-            retire_after: workload_cert_ttl + allowed_clock_skew,
-            auto_root_rotation: flags.auto_rotate_root,
-            interval: flags.bundle_check_interval.max(Duration::from_millis(100)),
-            resync: flags.bundle_resync_interval.max(Duration::from_secs(1)),
-            ..sentry_runtime::rotation::Settings::new(params)
-        };
+        );
         let (jwt, oidc) = jwt::resolve(&flags.jwt, &flags.issuer_credentials)?;
         let limits = limits_from_flags(flags).map_err(ConfigError::Limit)?;
         Ok(Self {
@@ -233,7 +178,6 @@ impl Config {
                 &flags.issuer_certificate_filename,
                 &flags.issuer_key_filename,
             ),
-            key_type: flags.key_type,
             grpc: ListenAddr {
                 host: flags.listen_address.clone(),
                 port: flags.port,
@@ -246,8 +190,6 @@ impl Config {
                 host: flags.metrics_listen_address.clone(),
                 port: flags.metrics_port,
             }),
-            kubeconfig: flags.kubeconfig.clone(),
-            log: log_options(flags),
             rotation,
             jwt,
             oidc,
@@ -291,6 +233,91 @@ pub fn load_configuration_file(flags: &Flags) -> Result<Option<LoadedConfigurati
         origin: name,
         file: parsed,
     }))
+}
+
+/// The trust domain, Sentry's namespace (`NAMESPACE`, default `default`) and Sentry's own ID.
+fn identity(
+    flags: &Flags,
+    namespace_env: Option<String>,
+) -> Result<(TrustDomain, String, SpiffeId), ConfigError> {
+    let trust_domain =
+        TrustDomain::parse(&flags.trust_domain).map_err(|source| ConfigError::TrustDomain {
+            value: flags.trust_domain.clone(),
+            source,
+        })?;
+    let namespace = namespace_env
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| "default".to_owned());
+    let sentry_id =
+        SpiffeId::new(trust_domain.clone(), &namespace, SENTRY_APP_ID).map_err(|source| {
+            ConfigError::Namespace {
+                value: namespace.clone(),
+                source,
+            }
+        })?;
+    Ok((trust_domain, namespace, sentry_id))
+}
+
+/// The workload certificate TTL and the allowed clock skew from `spec.mtls` (of the
+/// Configuration at `cfg_path`), else Dapr's defaults.
+fn lifetimes(
+    mtls: Option<&file::Mtls>,
+    cfg_path: &Path,
+) -> Result<(Duration, Duration), ConfigError> {
+    let duration = |value: Option<&String>, field: &str, default: Duration| match value {
+        None => Ok(default),
+        Some(v) if v.trim().is_empty() => Ok(default),
+        Some(v) => parse_go_duration(v).map_err(|problem| ConfigError::Invalid {
+            path: cfg_path.to_path_buf(),
+            problem: format!("spec.mtls.{field}: {problem}"),
+        }),
+    };
+    let workload_cert_ttl = duration(
+        mtls.and_then(|m| m.workload_cert_ttl.as_ref()),
+        "workloadCertTTL",
+        DEFAULT_WORKLOAD_CERT_TTL,
+    )?;
+    if workload_cert_ttl.is_zero() {
+        return Err(ConfigError::Invalid {
+            path: cfg_path.to_path_buf(),
+            problem: "spec.mtls.workloadCertTTL must be greater than zero".into(),
+        });
+    }
+    let allowed_clock_skew = duration(
+        mtls.and_then(|m| m.allowed_clock_skew.as_ref()),
+        "allowedClockSkew",
+        DEFAULT_ALLOWED_CLOCK_SKEW,
+    )?;
+    Ok((workload_cert_ttl, allowed_clock_skew))
+}
+
+/// Renewal and rotation from the flags and the resolved lifetimes.
+fn rotation_settings(
+    flags: &Flags,
+    trust_domain: &TrustDomain,
+    namespace: &str,
+    workload_cert_ttl: Duration,
+    allowed_clock_skew: Duration,
+) -> sentry_runtime::rotation::Settings {
+    let params = sentry_core::bundle::CaParams {
+        trust_domain: trust_domain.clone(),
+        namespace: namespace.to_owned(),
+        key_type: flags.key_type,
+        allowed_clock_skew,
+        root_ttl: flags.root_ttl,
+        issuer_ttl: flags.issuer_ttl,
+    };
+    sentry_runtime::rotation::Settings {
+        renew_fraction: flags.renew_when_remaining,
+        grace: flags
+            .root_rotation_grace
+            .unwrap_or(workload_cert_ttl + allowed_clock_skew),
+        retire_after: workload_cert_ttl + allowed_clock_skew,
+        auto_root_rotation: flags.auto_rotate_root,
+        interval: flags.bundle_check_interval.max(Duration::from_millis(100)),
+        resync: flags.bundle_resync_interval.max(Duration::from_secs(1)),
+        ..sentry_runtime::rotation::Settings::new(params)
+    }
 }
 
 fn resolve_validators(

@@ -38,6 +38,8 @@ pub struct Issued {
     pub chain_pem: String,
     /// The leaf's NotAfter (whole seconds).
     pub not_after: OffsetDateTime,
+    /// The trust anchors of the signer that signed it, PEM (what a client verifies it with).
+    pub anchors_pem: String,
 }
 
 /// The active issuer and the trust bundle it belongs to.
@@ -138,6 +140,7 @@ impl Signer {
             leaf_der: leaf.der().clone(),
             chain_pem,
             not_after,
+            anchors_pem: self.bundle.anchors_pem.clone(),
         })
     }
 }

@@ -7,6 +7,7 @@ use tracing::{debug, error};
 
 use crate::authority::Ca;
 use crate::error::SignError;
+use crate::telemetry::loggable::loggable;
 use crate::telemetry::Metrics;
 use crate::validator::Validators;
 use sentry_core::ca::jwt::JwtIssuer;
@@ -96,19 +97,10 @@ pub async fn sign_certificate(
     let key = parse_csr(&req.certificate_signing_request)?;
     let dns_names = control_plane.dns_names(&req.namespace, &req.id);
     let id = SpiffeId::new(trust_domain, &req.namespace, &req.id)?;
-    let signer = ca.signer();
-    let lifetimes = ca.lifetimes();
-    let now = time::OffsetDateTime::now_utc();
-    let issued = signer
-        .sign(
-            &key,
-            &id,
-            &dns_names,
-            lifetimes.ttl,
-            lifetimes.allowed_clock_skew,
-            now,
-        )
+    let issued = ca
+        .sign(&key, &id, &dns_names)
         .inspect_err(|e| error!(error = %e, "failed to sign certificate"))?;
+    let now = time::OffsetDateTime::now_utc();
     let (jwt, per_audience_jwts) = match jwt {
         Some(issuer) => {
             let svids = issuer.issue(&id, &req.jwt_audiences, now)?;
@@ -118,7 +110,7 @@ pub async fn sign_certificate(
     };
     Ok(SignCertificateResponse {
         workload_certificate: issued.chain_pem.into_bytes(),
-        trust_chain_certificates: vec![signer.bundle().anchors_pem.clone().into_bytes()],
+        trust_chain_certificates: vec![issued.anchors_pem.into_bytes()],
         valid_until: Some(prost_types::Timestamp {
             seconds: issued.not_after.unix_timestamp(),
             nanos: 0,
@@ -126,24 +118,6 @@ pub async fn sign_certificate(
         jwt,
         per_audience_jwts,
     })
-}
-
-/// Longest prefix of a request string that goes into a log line.
-const LOG_FIELD_MAX: usize = 80;
-
-/// A request string made safe for a log line: control characters escaped and cut to
-/// [`LOG_FIELD_MAX`] characters, so a hostile id cannot forge lines or flood the log.
-fn loggable(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .take(LOG_FIELD_MAX)
-        .collect::<String>()
-        .escape_debug()
-        .to_string();
-    if s.chars().nth(LOG_FIELD_MAX).is_some() {
-        out.push('…');
-    }
-    out
 }
 
 #[tonic::async_trait]
@@ -204,15 +178,5 @@ mod tests {
         );
         assert!(cp.dns_names("other", "dapr-injector").is_empty());
         assert!(cp.dns_names("dapr-system", "myapp").is_empty());
-    }
-
-    #[test]
-    fn loggable_escapes_and_truncates() {
-        assert_eq!(loggable("my-app"), "my-app");
-        assert_eq!(loggable("a\nINFO forged"), "a\\nINFO forged");
-        let long = "x".repeat(5 * 1024 * 1024);
-        let out = loggable(&long);
-        assert_eq!(out.chars().count(), LOG_FIELD_MAX + 1);
-        assert!(out.ends_with('…'));
     }
 }

@@ -56,14 +56,16 @@ pub struct FileStore {
     journal: PathBuf,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+/// Names `path` in an I/O error.
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
     }
 }
 
-fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+/// The file's bytes, or `None` when it does not exist.
+pub(super) fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
     match fs::read(path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),

@@ -14,7 +14,8 @@ pub mod rbac;
 
 use std::path::PathBuf;
 
-use sentry_core::bundle::{Bundle, BundleError, BundlePart};
+use file::CredentialPaths;
+use sentry_core::bundle::{Bundle, BundlePart};
 
 /// The three bundle items as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +54,7 @@ impl Files {
                         .join(", ")
                 };
                 Err(StoreError::Partial {
+                    set: PartSet::TrustBundle,
                     present: names(true),
                     missing: names(false),
                 })
@@ -100,14 +102,6 @@ pub enum StoreError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The stored bundle failed verification.
-    #[error("{path}: {source}")]
-    Invalid {
-        /// The file or Secret key holding the faulty part.
-        path: PathBuf,
-        /// What is wrong.
-        source: BundleError,
-    },
     /// The API server refused or did not answer.
     #[error("{0}")]
     Kubernetes(String),
@@ -127,17 +121,58 @@ pub enum StoreError {
     /// Someone else wrote first (compare-and-swap lost); read again and retry.
     #[error("{0}: changed concurrently")]
     Conflict(String),
-    /// Only some of the bundle files exist; Sentry refuses to overwrite user material.
-    #[error("incomplete trust bundle: {present} present but {missing} missing; supply all three files or remove them all to generate a new CA")]
+    /// Only some parts of `set` exist; Sentry refuses to overwrite user material.
+    #[error("incomplete {set}: {present} present but {missing} missing; {}", .set.remedy())]
     Partial {
-        /// Files found.
+        /// What is incomplete.
+        set: PartSet,
+        /// Where the parts found are.
         present: String,
-        /// Files missing.
+        /// Where the missing parts belong.
         missing: String,
     },
 }
 
+/// A set of stored parts that is only usable whole: all parts, or none (then generated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartSet {
+    /// The three bundle items.
+    TrustBundle,
+    /// The JWT signing key and its JWKS.
+    JwtCredentials,
+}
+
+impl PartSet {
+    /// What the operator can do about a partial set.
+    fn remedy(self) -> &'static str {
+        match self {
+            PartSet::TrustBundle => {
+                "supply all three files or remove them all to generate a new CA"
+            }
+            PartSet::JwtCredentials => "supply both or remove both to generate a new JWT key",
+        }
+    }
+}
+
+impl std::fmt::Display for PartSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PartSet::TrustBundle => "trust bundle",
+            PartSet::JwtCredentials => "JWT credentials",
+        })
+    }
+}
+
 /// Where the trust bundle lives, as chosen by `--mode`.
+///
+/// What a write promises against the `base` snapshot it was computed from differs by store:
+/// - Kubernetes: one compare-and-swap on the Secret's resourceVersion in `base`; a write after
+///   another writer's returns [`StoreError::Conflict`] and changes nothing.
+/// - A directory: no version to compare, so no write ever returns `Conflict`. Only the items that
+///   differ from `base` are written, each atomically (temp file, rename), and an unchanged file
+///   is left alone; a concurrent writer of the same directory (an operator's `sentry ca`) is not
+///   detected at write time but seen by the next read (every `--bundle-check-interval`), and the
+///   rotation journal keeps a multi-file change resumable.
 #[derive(Clone)]
 pub enum Store {
     /// Standalone: the credentials directory (`--issuer-credentials`).
@@ -147,6 +182,22 @@ pub enum Store {
 }
 
 impl Store {
+    /// The bundle store of `paths`: those files, or, given `cluster` (a client and the namespace),
+    /// the Secret and ConfigMap `dapr-trust-bundle` there, keyed by the files' base names.
+    pub fn open(paths: CredentialPaths, cluster: Option<(::kube::Client, &str)>) -> Self {
+        match cluster {
+            None => Store::File(file::FileStore::new(paths)),
+            Some((client, namespace)) => {
+                let keys = kube::Keys {
+                    anchors: kube::base_name(&paths.anchors),
+                    issuer_cert: kube::base_name(&paths.issuer_cert),
+                    issuer_key: kube::base_name(&paths.issuer_key),
+                };
+                Store::Kube(Box::new(kube::KubeStore::new(client, namespace, keys)))
+            }
+        }
+    }
+
     /// Reads the bundle and custody data.
     pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         match self {
@@ -155,7 +206,8 @@ impl Store {
         }
     }
 
-    /// Writes the bundle (only what differs from `base`); conflicts if the store changed since.
+    /// Writes the bundle; in Kubernetes, conflicts if the store changed since `base` (see
+    /// [`Store`] for what each store promises).
     pub async fn write_files(&self, base: &Snapshot, files: &Files) -> Result<(), StoreError> {
         match self {
             Store::File(s) => s.write_files(base.files.as_ref(), files),
@@ -163,8 +215,9 @@ impl Store {
         }
     }
 
-    /// Writes a generated bundle and its custody data; conflicts if the store changed since
-    /// `base`. In Kubernetes this is one write, so only the replica whose bundle won keeps a key.
+    /// Writes a generated bundle and its custody data; in Kubernetes, conflicts if the store
+    /// changed since `base`, and this is one write, so only the replica whose bundle won keeps a
+    /// key (see [`Store`]).
     pub async fn write_generated(
         &self,
         base: &Snapshot,
@@ -189,7 +242,8 @@ impl Store {
         }
     }
 
-    /// Writes custody data; conflicts if it changed since `base`.
+    /// Writes custody data; in Kubernetes, conflicts if the store changed since `base` (see
+    /// [`Store`]).
     pub async fn write_custody(
         &self,
         base: &Snapshot,

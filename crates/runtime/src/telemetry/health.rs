@@ -1,4 +1,7 @@
-//! Readiness: `/healthz` answers 200 only when every part Sentry registered is ready.
+//! Readiness, decided here and nowhere else: `/healthz` answers 200 only when every named
+//! condition ([`Target`]) holds. Each part of Sentry is handed the [`Condition`] of its target at
+//! start-up and reports through it alone (a part that is not enabled reports it met at once);
+//! this module combines them and never looks into the parts.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,26 +27,47 @@ pub enum Target {
 
 const TARGETS: usize = 7;
 
-/// Shared readiness flags.
+/// The combined readiness of every [`Target`]: what `/healthz` reads.
 #[derive(Debug, Clone, Default)]
 pub struct Readiness {
     flags: Arc<[AtomicBool; TARGETS]>,
 }
 
 impl Readiness {
-    /// Marks `target` ready.
-    pub fn set_ready(&self, target: Target) {
-        self.flags[target as usize].store(true, Ordering::Release);
+    /// The handle through which the part behind `target` reports.
+    pub fn condition(&self, target: Target) -> Condition {
+        Condition {
+            readiness: self.clone(),
+            target,
+        }
     }
 
-    /// Marks `target` not ready.
-    pub fn set_not_ready(&self, target: Target) {
-        self.flags[target as usize].store(false, Ordering::Release);
-    }
-
-    /// True when every target is ready.
+    /// True when every condition is met.
     pub fn is_ready(&self) -> bool {
         self.flags.iter().all(|f| f.load(Ordering::Acquire))
+    }
+
+    fn set(&self, target: Target, ready: bool) {
+        self.flags[target as usize].store(ready, Ordering::Release);
+    }
+}
+
+/// One named condition of [`Readiness`], held by the part that decides it.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    readiness: Readiness,
+    target: Target,
+}
+
+impl Condition {
+    /// The part is ready (or not enabled).
+    pub fn met(&self) {
+        self.readiness.set(self.target, true);
+    }
+
+    /// The part stopped being ready.
+    pub fn unmet(&self) {
+        self.readiness.set(self.target, false);
     }
 }
 
@@ -61,15 +85,15 @@ mod tests {
             Target::GrpcServer,
             Target::KubernetesValidator,
         ] {
-            r.set_ready(t);
+            r.condition(t).met();
         }
         assert!(!r.is_ready());
-        r.set_ready(Target::Metrics);
-        r.set_ready(Target::JwksValidator);
+        r.condition(Target::Metrics).met();
+        r.condition(Target::JwksValidator).met();
         assert!(!r.is_ready());
-        r.set_ready(Target::OidcServer);
+        r.condition(Target::OidcServer).met();
         assert!(r.is_ready());
-        r.set_not_ready(Target::GrpcServer);
+        r.condition(Target::GrpcServer).unmet();
         assert!(!r.is_ready());
     }
 }

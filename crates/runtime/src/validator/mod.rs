@@ -9,6 +9,9 @@ pub mod kubernetes;
 
 pub use jwks::JwksOptions;
 
+use tracing::info;
+
+use crate::telemetry::health::Condition;
 use sentry_core::spiffe::TrustDomain;
 use sentry_proto::sign_certificate_request::TokenValidator;
 use sentry_proto::SignCertificateRequest;
@@ -68,12 +71,18 @@ impl Validators {
         }
     }
 
-    /// True once every enabled validator can answer (bounded wait).
-    pub async fn ready(&self) -> bool {
-        match &self.kubernetes {
-            Some(k) => k.ready().await,
-            None => true,
-        }
+    /// Meets `ready` once every enabled validator can answer: at once, or when the Kubernetes
+    /// validator's caches hold their first listing. (The `jwks` validator reports on its own
+    /// condition.)
+    pub fn report_ready(&self, ready: Condition) {
+        let synced = self.kubernetes.as_ref().map(|k| k.synced());
+        tokio::spawn(async move {
+            if let Some(synced) = synced {
+                synced.await;
+            }
+            info!("Validators ready");
+            ready.met();
+        });
     }
 
     /// Adds the started `jwks` validator (enabled through `set`).

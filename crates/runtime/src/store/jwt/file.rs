@@ -3,11 +3,10 @@
 //! refused, never overwritten), verifies it, and writes new files 0600 via temp file + rename.
 
 use std::fs;
-use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::{verify_pair, JwtStoreError};
-use crate::store::file::{sync_parent, write_temp};
+use crate::store::file::{io, read_opt, sync_parent, write_temp};
 use sentry_core::bundle::jwt::{JwtBundle, JwtKeySettings, JwtPart};
 
 /// The JWT key and JWKS kept in files.
@@ -42,29 +41,14 @@ impl JwtFileStore {
             (&self.key, bundle.key_pem.as_bytes()),
             (&self.jwks, bundle.jwks_json.as_bytes()),
         ] {
-            let io = |source| JwtStoreError::Io {
-                path: path.clone(),
-                source,
-            };
-            let tmp = write_temp(path, data).map_err(io)?;
+            let tmp = write_temp(path, data).map_err(io(path))?;
             fs::rename(&tmp, path).map_err(|e| {
                 let _ = fs::remove_file(&tmp);
-                io(e)
+                io(path)(e)
             })?;
             sync_parent(path);
         }
         Ok(())
-    }
-}
-
-fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, JwtStoreError> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(JwtStoreError::Io {
-            path: path.to_path_buf(),
-            source,
-        }),
     }
 }
 

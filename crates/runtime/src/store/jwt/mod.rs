@@ -5,7 +5,7 @@
 //! refused (never overwritten), neither means "generate". Generating and retrying on a lost
 //! compare-and-swap is the caller's business; this module never creates a key.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 mod file;
 mod kube;
@@ -14,20 +14,12 @@ pub use file::JwtFileStore;
 pub use kube::{JwtKubeStore, SecretBase};
 
 use super::kube::base_name;
-use super::{Store, StoreError};
+use super::{PartSet, Store, StoreError};
 use sentry_core::bundle::jwt::{verify_jwt, JwtBundle, JwtBundleError, JwtKeySettings, JwtPart};
 
 /// Why the JWT part could not be loaded or saved.
 #[derive(Debug, thiserror::Error)]
 pub enum JwtStoreError {
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
     /// The stored pair failed verification.
     #[error("{location}: {source}")]
     Invalid {
@@ -36,15 +28,9 @@ pub enum JwtStoreError {
         /// What is wrong.
         source: JwtBundleError,
     },
-    /// Only one of the two texts exists.
-    #[error("incomplete JWT credentials: {present} present but {missing} missing; supply both or remove both to generate a new JWT key")]
-    Partial {
-        /// Where the text found is.
-        present: String,
-        /// Where the missing text belongs.
-        missing: String,
-    },
-    /// The API server refused, did not answer, or someone else wrote first.
+    /// A file could not be read or written, only one of the two texts exists
+    /// ([`StoreError::Partial`]), the API server refused or did not answer, or someone else
+    /// wrote first.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -121,16 +107,19 @@ impl JwtStore {
 }
 
 /// Turns the two stored texts into a verified pair: neither → `None`, both → verified, one →
-/// [`JwtStoreError::Partial`]. `locate` names where a part is stored, for messages.
+/// [`StoreError::Partial`]. `locate` names where a part is stored, for messages.
 pub(super) fn verify_pair(
     key: Option<Vec<u8>>,
     jwks: Option<Vec<u8>>,
     settings: &JwtKeySettings,
     locate: impl Fn(JwtPart) -> String,
 ) -> Result<Option<JwtBundle>, JwtStoreError> {
-    let partial = |present, missing| JwtStoreError::Partial {
-        present: locate(present),
-        missing: locate(missing),
+    let partial = |present, missing| {
+        JwtStoreError::Store(StoreError::Partial {
+            set: PartSet::JwtCredentials,
+            present: locate(present),
+            missing: locate(missing),
+        })
     };
     match (key, jwks) {
         (None, None) => Ok(None),

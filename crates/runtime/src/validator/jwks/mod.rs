@@ -15,7 +15,7 @@ pub use source::{
 };
 
 use super::{common, ValidationError};
-use crate::telemetry::Readiness;
+use crate::telemetry::health::Condition;
 use sentry_core::jose::{decode_compact, Algorithm, JwkSet, PublicKey};
 use sentry_core::spiffe::{SpiffeId, TrustDomain};
 use sentry_proto::SignCertificateRequest;
@@ -196,15 +196,16 @@ pub struct JwksValidator {
 }
 
 impl JwksValidator {
-    /// Starts loading the key set; `audience` is Sentry's SPIFFE ID.
+    /// Starts loading the key set; `audience` is Sentry's SPIFFE ID; `ready` is met once a set
+    /// is loaded.
     pub fn start(
         options: &JwksOptions,
         audience: &SpiffeId,
-        readiness: Readiness,
+        ready: Condition,
     ) -> Result<Self, JwksSetupError> {
         Ok(Self {
             audience: audience.to_string(),
-            keys: KeyCache::start(options, readiness)?,
+            keys: KeyCache::start(options, ready)?,
         })
     }
 

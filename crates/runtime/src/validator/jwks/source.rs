@@ -23,8 +23,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::KeySet;
-use crate::telemetry::health::Target;
-use crate::telemetry::Readiness;
+use crate::telemetry::health::Condition;
 
 /// Default minimum interval between two fetches of a URL source.
 pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(600);
@@ -94,18 +93,18 @@ struct OnDemand {
 
 impl KeyCache {
     /// Classifies the source, loads an inline set at once, and spawns the loader for a URL or a
-    /// file. `readiness` gets [`Target::JwksValidator`] when the first set is loaded.
-    pub fn start(opts: &JwksOptions, readiness: Readiness) -> Result<Self, JwksSetupError> {
+    /// file. `ready` is met when the first set is loaded.
+    pub fn start(opts: &JwksOptions, ready: Condition) -> Result<Self, JwksSetupError> {
         let (tx, rx) = watch::channel(None);
         let source = classify(opts)?;
         let mut on_demand = None;
         match source {
             Source::Inline(set) => {
                 tx.send_replace(Some(Arc::new(set)));
-                readiness.set_ready(Target::JwksValidator);
+                ready.met();
             }
             Source::File(path) => {
-                tokio::spawn(watch_file(path, tx, readiness));
+                tokio::spawn(watch_file(path, tx, ready));
             }
             Source::Url { uri, tls } => {
                 let od = OnDemand {
@@ -119,7 +118,7 @@ impl KeyCache {
                     tls,
                     timeout: opts.request_timeout,
                 };
-                tokio::spawn(poll_url(fetcher, od.clone(), tx, readiness));
+                tokio::spawn(poll_url(fetcher, od.clone(), tx, ready));
                 on_demand = Some(od);
             }
         }
@@ -226,7 +225,7 @@ fn tls_connector(ca: Option<&str>) -> Result<tokio_rustls::TlsConnector, JwksSet
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
-async fn watch_file(path: PathBuf, tx: watch::Sender<Option<Arc<KeySet>>>, readiness: Readiness) {
+async fn watch_file(path: PathBuf, tx: watch::Sender<Option<Arc<KeySet>>>, ready: Condition) {
     let mut last: Option<Result<Vec<u8>, String>> = None;
     loop {
         let now = tokio::fs::read(&path).await.map_err(|e| e.to_string());
@@ -236,7 +235,7 @@ async fn watch_file(path: PathBuf, tx: watch::Sender<Option<Arc<KeySet>>>, readi
                     Ok(set) => {
                         info!(path = %path.display(), keys = set.len(), "Loaded JWKS for the jwks validator");
                         tx.send_replace(Some(Arc::new(set)));
-                        readiness.set_ready(Target::JwksValidator);
+                        ready.met();
                     }
                     Err(e) => {
                         warn!(path = %path.display(), error = %e, "Ignoring invalid JWKS file")
@@ -322,7 +321,7 @@ async fn poll_url(
     fetcher: Fetcher,
     od: OnDemand,
     tx: watch::Sender<Option<Arc<KeySet>>>,
-    readiness: Readiness,
+    ready: Condition,
 ) {
     let mut retry = FIRST_RETRY;
     loop {
@@ -334,7 +333,7 @@ async fn poll_url(
             Ok(set) => {
                 info!(url = %fetcher.uri, keys = set.len(), "Loaded JWKS for the jwks validator");
                 tx.send_replace(Some(Arc::new(set)));
-                readiness.set_ready(Target::JwksValidator);
+                ready.met();
                 retry = FIRST_RETRY;
                 od.min_interval.max(MIN_PERIOD)
             }
@@ -420,6 +419,11 @@ mod tests {
         addr
     }
 
+    fn jwks_ready() -> Condition {
+        crate::telemetry::Readiness::default()
+            .condition(crate::telemetry::health::Target::JwksValidator)
+    }
+
     fn jwks(n: usize) -> String {
         let keys: Vec<_> = (0..n)
             .map(|i| {
@@ -441,14 +445,14 @@ mod tests {
         // No minimum interval: an unknown kid always triggers a fetch.
         let mut o = opts(&url);
         o.min_refresh_interval = Duration::ZERO;
-        let cache = KeyCache::start(&o, Readiness::default()).unwrap();
+        let cache = KeyCache::start(&o, jwks_ready()).unwrap();
         let first = cache.current(Duration::from_secs(10)).await.unwrap();
         assert_eq!(first.len(), 1);
         *body.lock().unwrap() = jwks(2);
         let fresh = cache.refreshed().await.expect("a new key set");
         assert_eq!(fresh.len(), 2);
         // Within the minimum interval of the last fetch, no on-demand fetch happens.
-        let limited = KeyCache::start(&opts(&url), Readiness::default()).unwrap();
+        let limited = KeyCache::start(&opts(&url), jwks_ready()).unwrap();
         assert_eq!(
             limited
                 .current(Duration::from_secs(10))
@@ -462,7 +466,7 @@ mod tests {
         assert_eq!(limited.current(Duration::ZERO).await.unwrap().len(), 2);
         let mut o = opts("/nonexistent/jwks.json");
         o.min_refresh_interval = Duration::ZERO;
-        let file_cache = KeyCache::start(&o, Readiness::default()).unwrap();
+        let file_cache = KeyCache::start(&o, jwks_ready()).unwrap();
         assert!(
             file_cache.refreshed().await.is_none(),
             "only URL sources refresh on demand"

@@ -1,7 +1,8 @@
 //! Watch-backed caches of Pods (all namespaces, trimmed to what validation reads) and Dapr
 //! `Configuration` objects, so a request costs no API call beyond its TokenReview. A miss falls
 //! back to one live GET (a just-created pod is not refused because the watch is behind). An API
-//! server that cannot be watched (lists without a resourceVersion) is re-listed instead.
+//! server that cannot be watched (lists without a resourceVersion) is re-listed instead. A failing
+//! watch or re-list is logged through `watch_errors`.
 
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -16,6 +17,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 use serde::de::DeserializeOwned;
 
+use super::watch_errors::{Failure, WatchErrors};
 use crate::k8s::{call, configuration, K8sError};
 
 /// The caches and the client for live fallbacks.
@@ -55,8 +57,12 @@ const RELIST_INTERVAL: Duration = Duration::from_secs(10);
 /// `metadata.resourceVersion` (a minimal or fake one, which client-go tolerates) cannot be
 /// watched by kube-rs's watcher, which drops the listing: this says so once and re-lists every
 /// [`RELIST_INTERVAL`] instead. A real API server always sends the version, so it is watched.
-async fn feed<K>(api: Api<K>, mut writer: reflector::store::Writer<K>, trim: fn(&mut K))
-where
+async fn feed<K>(
+    api: Api<K>,
+    mut writer: reflector::store::Writer<K>,
+    trim: fn(&mut K),
+    mut errors: WatchErrors,
+) where
     K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Clone + Eq + Hash,
 {
@@ -68,8 +74,12 @@ where
         match event {
             Ok(event) => writer.apply_watcher_event(&event),
             Err(watcher::Error::NoResourceVersion) => break,
-            // The backoff paces the retries; the watcher logs the error at debug level.
-            Err(_) => {}
+            // The backoff paces the retries.
+            Err(e) => {
+                if let Some(failure) = Failure::of_watch(&e) {
+                    errors.report(&failure);
+                }
+            }
         }
     }
     let url = api.resource_url().to_owned();
@@ -88,7 +98,7 @@ where
                 }
                 writer.apply_watcher_event(&watcher::Event::InitDone);
             }
-            Err(e) => tracing::debug!(url, error = %e, "re-list failed"),
+            Err(e) => errors.report(&Failure::of_list(&e)),
         }
         tokio::time::sleep(RELIST_INTERVAL).await;
     }
@@ -98,7 +108,12 @@ impl Caches {
     /// Starts watching Pods and Configurations cluster-wide.
     pub fn start(client: Client) -> Self {
         let (pods, pod_writer) = reflector::store::<Pod>();
-        tokio::spawn(feed(Api::<Pod>::all(client.clone()), pod_writer, trim_pod));
+        tokio::spawn(feed(
+            Api::<Pod>::all(client.clone()),
+            pod_writer,
+            trim_pod,
+            WatchErrors::new("pods"),
+        ));
         let ar = configuration::api_resource();
         let config_writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
         let configs = config_writer.as_reader();
@@ -106,6 +121,7 @@ impl Caches {
             Api::<DynamicObject>::all_with(client.clone(), &ar),
             config_writer,
             |_| {},
+            WatchErrors::new("configurations.dapr.io"),
         ));
         Self {
             client,
@@ -114,14 +130,15 @@ impl Caches {
         }
     }
 
+    /// Resolves once both caches hold a complete initial listing.
+    pub async fn synced(&self) {
+        let _ = self.pods.wait_until_ready().await;
+        let _ = self.configs.wait_until_ready().await;
+    }
+
     /// Waits (at most `limit`) until both caches hold a complete initial listing.
     pub async fn wait_ready(&self, limit: Duration) -> bool {
-        tokio::time::timeout(limit, async {
-            let _ = self.pods.wait_until_ready().await;
-            let _ = self.configs.wait_until_ready().await;
-        })
-        .await
-        .is_ok()
+        tokio::time::timeout(limit, self.synced()).await.is_ok()
     }
 
     /// The pod from the cache.

@@ -11,7 +11,9 @@ mod cache;
 mod in_flight;
 mod review_cache;
 pub mod token;
+mod watch_errors;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use futures::FutureExt;
@@ -90,9 +92,10 @@ impl KubernetesValidator {
         }
     }
 
-    /// True once the caches are synced (bounded wait).
-    pub async fn ready(&self) -> bool {
-        self.caches.wait_ready(API_TIMEOUT).await
+    /// Resolves once the caches hold their first complete listing.
+    pub fn synced(&self) -> impl Future<Output = ()> + Send + 'static {
+        let caches = self.caches.clone();
+        async move { caches.synced().await }
     }
 
     /// The token's service-account username, from the review cache or a (shared) TokenReview.
@@ -145,82 +148,66 @@ impl KubernetesValidator {
         &self,
         req: &SignCertificateRequest,
     ) -> Result<TrustDomain, ValidationError> {
-        if !self.ready().await {
+        if !self.caches.wait_ready(API_TIMEOUT).await {
             return Err(deny("validator not ready"));
         }
         common::validate(req)?;
         let username = self.review(&req.token).await?;
-        let parts: Vec<&str> = username.split(':').collect();
-        let [system, _, sa_namespace, sa_name] = parts[..] else {
-            return Err(deny(
-                "provided token is not a properly structured service account token",
-            ));
-        };
-        if system != "system" {
-            return Err(deny(
-                "provided token is not a properly structured service account token",
-            ));
-        }
-        let claims = match token::pod_claims(&req.token) {
-            Err(e) => return Err(deny(format!("failed to parse Kubernetes token: {e}"))),
-            Ok(None) => {
-                return Err(deny(
-                    "kubernetes.io/pod/name claim is missing from Kubernetes token",
-                ))
-            }
-            Ok(Some(c)) => c,
-        };
+        let (sa_namespace, sa_name) = service_account(&username)?;
+        let claims = pod_claims(&req.token)?;
         let pod = self.pod(sa_namespace, &claims).await?;
-        if sa_namespace != req.namespace {
-            return Err(deny(format!(
-                "namespace mismatch; received namespace: {}",
-                req.namespace
-            )));
-        }
-        let pod_sa = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.service_account_name.as_deref())
-            .unwrap_or("");
-        if pod_sa != sa_name {
-            return Err(deny("pod service account mismatch"));
-        }
+        check_pod_runs_as(&pod, sa_namespace, sa_name, req)?;
         let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
         let pod_namespace = pod.metadata.namespace.as_deref().unwrap_or(sa_namespace);
         let annotations = pod.metadata.annotations.clone().unwrap_or_default();
-        if let Some(service) = annotations.get(CONTROL_PLANE_ANNOTATION) {
-            if pod_namespace != self.control_plane_namespace {
-                return Err(deny(format!(
-                    "control plane service in namespace '{pod_namespace}' is not allowed"
-                )));
+        match annotations.get(CONTROL_PLANE_ANNOTATION) {
+            Some(service) => {
+                self.check_control_plane(service, pod_name, pod_namespace, &annotations, req)?;
+                Ok(self.control_plane_trust_domain.clone())
             }
-            if !CONTROL_PLANE_SERVICES.contains(&service.as_str()) {
-                return Err(deny(format!("unknown control plane service '{pod_name}'")));
-            }
-            if annotations.contains_key(APP_ID_ANNOTATION) {
-                return Err(deny(format!(
-                    "control plane service '{pod_name}' cannot have annotation '{APP_ID_ANNOTATION}'"
-                )));
-            }
-            let expected = format!("dapr-{service}");
-            if expected != req.id {
-                return Err(deny(format!(
-                    "app-id mismatch. expected: {expected}, received: {}",
-                    req.id
-                )));
-            }
-            return Ok(self.control_plane_trust_domain.clone());
+            None => self.app_trust_domain(pod_name, &annotations, req).await,
         }
+    }
+
+    /// A control-plane pod (annotated `dapr.io/control-plane: <service>`) may ask only for
+    /// `dapr-<service>`, from Sentry's namespace, and carries no app id.
+    fn check_control_plane(
+        &self,
+        service: &str,
+        pod_name: &str,
+        pod_namespace: &str,
+        annotations: &Annotations,
+        req: &SignCertificateRequest,
+    ) -> Result<(), ValidationError> {
+        if pod_namespace != self.control_plane_namespace {
+            return Err(deny(format!(
+                "control plane service in namespace '{pod_namespace}' is not allowed"
+            )));
+        }
+        if !CONTROL_PLANE_SERVICES.contains(&service) {
+            return Err(deny(format!("unknown control plane service '{pod_name}'")));
+        }
+        if annotations.contains_key(APP_ID_ANNOTATION) {
+            return Err(deny(format!(
+                "control plane service '{pod_name}' cannot have annotation '{APP_ID_ANNOTATION}'"
+            )));
+        }
+        check_app_id(&format!("dapr-{service}"), req)
+    }
+
+    /// An application pod asks for its app id (annotation, else the pod name); its trust domain
+    /// is its `dapr.io/config` Configuration's (default `public`).
+    async fn app_trust_domain(
+        &self,
+        pod_name: &str,
+        annotations: &Annotations,
+        req: &SignCertificateRequest,
+    ) -> Result<TrustDomain, ValidationError> {
         let expected = annotations
             .get(APP_ID_ANNOTATION)
             .map(String::as_str)
             .unwrap_or(pod_name);
-        if expected != req.id {
-            return Err(deny(format!(
-                "app-id mismatch. expected: {expected}, received: {}",
-                req.id
-            )));
-        }
+        check_app_id(expected, req)?;
         let Some(config_name) = annotations.get(CONFIG_ANNOTATION) else {
             return Ok(TrustDomain::public());
         };
@@ -241,4 +228,64 @@ impl KubernetesValidator {
                 .map_err(|e| deny(format!("failed to parse trust domain \"{td}\": {e}"))),
         }
     }
+}
+
+/// A pod's annotations.
+type Annotations = std::collections::BTreeMap<String, String>;
+
+/// The namespace and name of a service-account username (`system:serviceaccount:<ns>:<name>`).
+fn service_account(username: &str) -> Result<(&str, &str), ValidationError> {
+    let parts: Vec<&str> = username.split(':').collect();
+    match parts[..] {
+        ["system", _, namespace, name] => Ok((namespace, name)),
+        _ => Err(deny(
+            "provided token is not a properly structured service account token",
+        )),
+    }
+}
+
+/// The pod claims of a reviewed token.
+fn pod_claims(token: &str) -> Result<token::PodClaims, ValidationError> {
+    match token::pod_claims(token) {
+        Err(e) => Err(deny(format!("failed to parse Kubernetes token: {e}"))),
+        Ok(None) => Err(deny(
+            "kubernetes.io/pod/name claim is missing from Kubernetes token",
+        )),
+        Ok(Some(c)) => Ok(c),
+    }
+}
+
+/// The request's namespace is the service account's, and the pod runs as that service account.
+fn check_pod_runs_as(
+    pod: &Pod,
+    sa_namespace: &str,
+    sa_name: &str,
+    req: &SignCertificateRequest,
+) -> Result<(), ValidationError> {
+    if sa_namespace != req.namespace {
+        return Err(deny(format!(
+            "namespace mismatch; received namespace: {}",
+            req.namespace
+        )));
+    }
+    let pod_sa = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.as_deref())
+        .unwrap_or("");
+    if pod_sa != sa_name {
+        return Err(deny("pod service account mismatch"));
+    }
+    Ok(())
+}
+
+/// The request asks for the `expected` app id.
+fn check_app_id(expected: &str, req: &SignCertificateRequest) -> Result<(), ValidationError> {
+    if expected != req.id {
+        return Err(deny(format!(
+            "app-id mismatch. expected: {expected}, received: {}",
+            req.id
+        )));
+    }
+    Ok(())
 }
