@@ -1,7 +1,7 @@
 //! Wires the parts together for `sentry` (serve): load or generate the bundle, start the CA, the
 //! serving certificate, the gRPC listener and the health/metrics endpoints, and shut down cleanly
 //! on SIGINT/SIGTERM. The JWT features (JWT-SVIDs, OIDC discovery, the `jwks` validator) are
-//! wired in [`jwt`].
+//! wired in `app/jwt.rs`.
 
 mod jwt;
 

@@ -2,7 +2,7 @@
 //! ([`generate`]) and parses and verifies a supplied one ([`verify`]). The JWT signing key and
 //! JWKS form a separate part ([`jwt`]), present only with `--jwt-enabled`. Strict PEM and DER
 //! framing for everything read is in [`crate::encoding`]. Pure data and crypto: no
-//! file or network I/O (that belongs to [`crate::store`]).
+//! file or network I/O (that belongs to `sentry_runtime::store`).
 
 mod generate;
 pub mod jwt;
@@ -32,7 +32,7 @@ pub enum BundlePart {
 }
 
 impl BundlePart {
-    /// Every part, in the order of [`crate::store::Files`]' fields.
+    /// Every part, in the order of the store's `Files` fields (`sentry_runtime::store`).
     pub const ALL: [BundlePart; 3] = [
         BundlePart::Anchors,
         BundlePart::IssuerChain,

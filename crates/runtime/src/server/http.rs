@@ -1,5 +1,5 @@
 //! Plain-HTTP endpoints: `/healthz` (200 when ready, else 503) and Prometheus metrics (any path),
-//! each on a listener bounded by [`side_listener`](super::side_listener).
+//! each on a listener bounded by [`super::side_listener`].
 
 use std::future::Future;
 use std::sync::Arc;

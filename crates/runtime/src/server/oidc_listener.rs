@@ -1,5 +1,5 @@
 //! The OIDC server's listener: plain HTTP/1.1 or TLS (rustls, TLS ≥ 1.2) from the configured
-//! certificate and key files, each connection bounded as [`side_listener`](super::side_listener)
+//! certificate and key files, each connection bounded as [`super::side_listener`]
 //! does for every HTTP listener.
 
 use std::future::Future;

@@ -1,4 +1,4 @@
-//! Where a trust bundle lives: a directory in standalone mode ([`file`]), a Secret and a ConfigMap
+//! Where a trust bundle lives: a directory in standalone mode ([`mod@file`]), a Secret and a ConfigMap
 //! in Kubernetes mode ([`kube`], within the RBAC of Dapr's chart, see [`rbac`]); the JWT key and
 //! JWKS beside it ([`jwt`]: files in [`jwt::JwtFileStore`], Secret/ConfigMap keys in [`jwt::JwtKubeStore`]); how a
 //! running Sentry learns that the store changed ([`changes`]). Reads and writes raw bundle bytes

@@ -1,7 +1,9 @@
 //! The `insecure` validator (standalone mode default): only the common checks; the token is
 //! ignored and the requested trust domain (default `public`) is granted.
 
-use super::{common, ValidationError};
+use std::future::{ready, Future};
+
+use super::{common, ValidationError, Validator};
 use sentry_core::spiffe::TrustDomain;
 use sentry_proto::SignCertificateRequest;
 
@@ -9,9 +11,17 @@ use sentry_proto::SignCertificateRequest;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Insecure;
 
-impl Insecure {
+impl Validator for Insecure {
     /// Runs the common checks and returns the requested trust domain.
-    pub fn validate(&self, req: &SignCertificateRequest) -> Result<TrustDomain, ValidationError> {
-        common::validate(req)
+    fn validate(
+        &self,
+        req: &SignCertificateRequest,
+    ) -> impl Future<Output = Result<TrustDomain, ValidationError>> + Send {
+        ready(common::validate(req))
+    }
+
+    /// Always ready: nothing to load.
+    fn ready(&self) -> impl Future<Output = ()> + Send + 'static {
+        ready(())
     }
 }

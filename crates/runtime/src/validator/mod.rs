@@ -1,6 +1,9 @@
-//! Validators decide who is asking. Each takes a `SignCertificate` request and either refuses it
-//! (→ `PermissionDenied` with the validator's message) or returns the trust domain of the
-//! identity to issue. The common checks every validator runs live in [`common`].
+//! Validators decide who is asking. Each ([`insecure`], [`kubernetes`], [`jwks`]) implements
+//! [`Validator`]: it takes a `SignCertificate` request and either refuses it (→
+//! `PermissionDenied` with the validator's message) or returns the trust domain of the identity
+//! to issue, and it says when it is ready to answer. [`Validators`] picks the one a request asks
+//! for and combines their readiness. The common checks every validator runs live in [`common`].
+//! Must not sign, store or read flags: the request path (`server::grpc`) does the rest.
 
 pub mod common;
 pub mod insecure;
@@ -8,6 +11,8 @@ pub mod jwks;
 pub mod kubernetes;
 
 pub use jwks::JwksOptions;
+
+use std::future::Future;
 
 use tracing::info;
 
@@ -52,6 +57,22 @@ pub enum ValidationError {
     Denied(String),
 }
 
+/// One way of deciding who is asking. Every validator answers the same two questions, so the
+/// request path and readiness treat them alike.
+pub trait Validator: Send + Sync {
+    /// Checks `req` and its credential: the trust domain of the identity to issue, or why not
+    /// (the message the requester gets with `PermissionDenied`).
+    fn validate(
+        &self,
+        req: &SignCertificateRequest,
+    ) -> impl Future<Output = Result<TrustDomain, ValidationError>> + Send;
+
+    /// Resolves once the validator can answer: at once, or when what it answers from (caches,
+    /// keys) has first loaded. Never fails: a validator that cannot load keeps its part of
+    /// `/healthz` unready.
+    fn ready(&self) -> impl Future<Output = ()> + Send + 'static;
+}
+
 /// The enabled validators.
 pub struct Validators {
     set: ValidatorSet,
@@ -71,14 +92,19 @@ impl Validators {
         }
     }
 
-    /// Meets `ready` once every enabled validator can answer: at once, or when the Kubernetes
-    /// validator's caches hold their first listing. (The `jwks` validator reports on its own
-    /// condition.)
+    /// Meets `ready` once every enabled validator is [`Validator::ready`] (the `jwks`
+    /// validator's key set also has a condition of its own, met by its source).
     pub fn report_ready(&self, ready: Condition) {
-        let synced = self.kubernetes.as_ref().map(|k| k.synced());
+        let insecure = self.insecure.ready();
+        let kubernetes = self.kubernetes.as_ref().map(Validator::ready);
+        let jwks = self.jwks.as_ref().map(Validator::ready);
         tokio::spawn(async move {
-            if let Some(synced) = synced {
-                synced.await;
+            insecure.await;
+            if let Some(k) = kubernetes {
+                k.await;
+            }
+            if let Some(j) = jwks {
+                j.await;
             }
             info!("Validators ready");
             ready.met();
@@ -114,7 +140,7 @@ impl Validators {
         req: &SignCertificateRequest,
     ) -> Result<TrustDomain, ValidationError> {
         match (kind, &self.kubernetes) {
-            (ValidatorKind::Insecure, _) => self.insecure.validate(req),
+            (ValidatorKind::Insecure, _) => self.insecure.validate(req).await,
             (ValidatorKind::Kubernetes, Some(k)) => k.validate(req).await,
             (ValidatorKind::Jwks, _) => match &self.jwks {
                 Some(v) => v.validate(req).await,

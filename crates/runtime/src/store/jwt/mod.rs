@@ -1,7 +1,7 @@
 //! Where the JWT part of the bundle (signing key + JWKS) lives, chosen by the bundle's own store:
-//! two files in standalone mode ([`file`]), two keys of Secret `dapr-trust-bundle`
+//! two files in standalone mode ([`JwtFileStore`]), two keys of Secret `dapr-trust-bundle`
 //! with the JWKS also published in ConfigMap `dapr-trust-bundle` in Kubernetes mode
-//! ([`kube`]). Both load only a complete, verified pair: one text without the other is
+//! ([`JwtKubeStore`]). Both load only a complete, verified pair: one text without the other is
 //! refused (never overwritten), neither means "generate". Generating and retrying on a lost
 //! compare-and-swap is the caller's business; this module never creates a key.
 

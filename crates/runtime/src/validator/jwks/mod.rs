@@ -1,8 +1,9 @@
 //! The `jwks` validator (Dapr §3.5): the request's token must be a JWT signed by a key of the
 //! configured JWKS, with `aud` containing Sentry's SPIFFE ID and `sub` equal to the requested
 //! identity `spiffe://<td>/ns/<namespace>/<id>`, within 5 minutes of clock skew. Keys come from
-//! [`source`]; this module only decides.
+//! a [`KeyCache`] (`source.rs`: URL, file or inline); this module only decides.
 
+use std::future::Future;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -14,7 +15,7 @@ pub use source::{
     JwksOptions, JwksSetupError, KeyCache, DEFAULT_MIN_REFRESH_INTERVAL, DEFAULT_REQUEST_TIMEOUT,
 };
 
-use super::{common, ValidationError};
+use super::{common, ValidationError, Validator};
 use crate::telemetry::health::Condition;
 use sentry_core::jose::{decode_compact, Algorithm, JwkSet, PublicKey};
 use sentry_core::spiffe::{SpiffeId, TrustDomain};
@@ -208,12 +209,11 @@ impl JwksValidator {
             keys: KeyCache::start(options, ready)?,
         })
     }
+}
 
+impl Validator for JwksValidator {
     /// Checks the request's token; returns the requested trust domain (default `public`).
-    pub async fn validate(
-        &self,
-        req: &SignCertificateRequest,
-    ) -> Result<TrustDomain, ValidationError> {
+    async fn validate(&self, req: &SignCertificateRequest) -> Result<TrustDomain, ValidationError> {
         let denied = |m: String| ValidationError::Denied(m);
         if req.token.is_empty() {
             return Err(denied("the request does not contain a token".into()));
@@ -237,6 +237,11 @@ impl JwksValidator {
         }
         result.map_err(|e| denied(format!("token validation failed: {e}")))?;
         Ok(td)
+    }
+
+    /// Resolves once a key set has loaded.
+    fn ready(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.keys.loaded()
     }
 }
 

@@ -4,6 +4,7 @@
 //! changes), or inline JSON (optionally base64). The current key set is published on a watch
 //! channel; the request path only reads it.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -123,6 +124,14 @@ impl KeyCache {
             }
         }
         Ok(Self { rx, on_demand })
+    }
+
+    /// Resolves once the first key set has loaded (never, if the source never yields one).
+    pub fn loaded(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| s.is_some()).await;
+        }
     }
 
     /// The current key set, waiting up to `wait` for the first one.

@@ -23,7 +23,7 @@ use kube::api::{Api, PostParams};
 use kube::Client;
 use tracing::{error, warn};
 
-use super::{common, ValidationError};
+use super::{common, ValidationError, Validator};
 use crate::k8s::{call, configuration, API_TIMEOUT};
 use sentry_core::spiffe::{SpiffeId, TrustDomain};
 use sentry_proto::SignCertificateRequest;
@@ -92,12 +92,6 @@ impl KubernetesValidator {
         }
     }
 
-    /// Resolves once the caches hold their first complete listing.
-    pub fn synced(&self) -> impl Future<Output = ()> + Send + 'static {
-        let caches = self.caches.clone();
-        async move { caches.synced().await }
-    }
-
     /// The token's service-account username, from the review cache or a (shared) TokenReview.
     async fn review(&self, token: &str) -> Result<String, ValidationError> {
         if token.is_empty() {
@@ -140,32 +134,6 @@ impl KubernetesValidator {
                 error!(namespace, pod = %claims.name, error = %e, "failed to get pod of identity");
                 Err(deny("failed to get pod of identity"))
             }
-        }
-    }
-
-    /// Validates a request; returns the trust domain of the identity to issue.
-    pub async fn validate(
-        &self,
-        req: &SignCertificateRequest,
-    ) -> Result<TrustDomain, ValidationError> {
-        if !self.caches.wait_ready(API_TIMEOUT).await {
-            return Err(deny("validator not ready"));
-        }
-        common::validate(req)?;
-        let username = self.review(&req.token).await?;
-        let (sa_namespace, sa_name) = service_account(&username)?;
-        let claims = pod_claims(&req.token)?;
-        let pod = self.pod(sa_namespace, &claims).await?;
-        check_pod_runs_as(&pod, sa_namespace, sa_name, req)?;
-        let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
-        let pod_namespace = pod.metadata.namespace.as_deref().unwrap_or(sa_namespace);
-        let annotations = pod.metadata.annotations.clone().unwrap_or_default();
-        match annotations.get(CONTROL_PLANE_ANNOTATION) {
-            Some(service) => {
-                self.check_control_plane(service, pod_name, pod_namespace, &annotations, req)?;
-                Ok(self.control_plane_trust_domain.clone())
-            }
-            None => self.app_trust_domain(pod_name, &annotations, req).await,
         }
     }
 
@@ -227,6 +195,37 @@ impl KubernetesValidator {
             Some(td) => TrustDomain::parse(td)
                 .map_err(|e| deny(format!("failed to parse trust domain \"{td}\": {e}"))),
         }
+    }
+}
+
+impl Validator for KubernetesValidator {
+    /// Validates a request; returns the trust domain of the identity to issue.
+    async fn validate(&self, req: &SignCertificateRequest) -> Result<TrustDomain, ValidationError> {
+        if !self.caches.wait_ready(API_TIMEOUT).await {
+            return Err(deny("validator not ready"));
+        }
+        common::validate(req)?;
+        let username = self.review(&req.token).await?;
+        let (sa_namespace, sa_name) = service_account(&username)?;
+        let claims = pod_claims(&req.token)?;
+        let pod = self.pod(sa_namespace, &claims).await?;
+        check_pod_runs_as(&pod, sa_namespace, sa_name, req)?;
+        let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+        let pod_namespace = pod.metadata.namespace.as_deref().unwrap_or(sa_namespace);
+        let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+        match annotations.get(CONTROL_PLANE_ANNOTATION) {
+            Some(service) => {
+                self.check_control_plane(service, pod_name, pod_namespace, &annotations, req)?;
+                Ok(self.control_plane_trust_domain.clone())
+            }
+            None => self.app_trust_domain(pod_name, &annotations, req).await,
+        }
+    }
+
+    /// Resolves once the caches hold their first complete listing.
+    fn ready(&self) -> impl Future<Output = ()> + Send + 'static {
+        let caches = self.caches.clone();
+        async move { caches.synced().await }
     }
 }
 
