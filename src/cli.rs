@@ -4,7 +4,7 @@
 //! `check`. Changes go through the same store and journal as the server, so a running Sentry
 //! picks them up (and finishes a root rotation) without a restart.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -17,7 +17,7 @@ use sentry_core::bundle::{self, CaParams, KeyType};
 use sentry_core::spiffe::TrustDomain;
 use sentry_runtime::rotation::{self, Journal, SystemClock};
 use sentry_runtime::store::file::{CredentialPaths, FileStore};
-use sentry_runtime::store::{Custody, Files, Store};
+use sentry_runtime::store::{Custody, Files, Snapshot, Store};
 
 /// Sentry's whole command line: the serve [`Flags`], or a subcommand.
 #[derive(Debug, Clone, Parser)]
@@ -163,51 +163,10 @@ pub async fn run(args: CaArgs) -> anyhow::Result<String> {
     let now = OffsetDateTime::now_utc();
     match args.command {
         CaCommand::Init { valid_until } => {
-            if snap.files.is_some() {
-                bail!("a trust bundle already exists; use `sentry ca renew` to replace it");
-            }
-            let g = bundle::generate(&args.target.params(valid_until)?, now)?;
-            store.write_files(&snap, &Files::of(&g.bundle)).await?;
-            let custody = Custody {
-                root_key: Some(g.root_key_pem.into_bytes()),
-                journal: None,
-            };
-            store
-                .write_custody(&store.snapshot().await?, &custody)
-                .await?;
-            Ok(format!(
-                "Generated a new CA; root expires {}\n",
-                g.bundle.anchors_not_after
-            ))
+            init(&store, &snap, &args.target.params(valid_until)?, now).await
         }
-        CaCommand::Export { output } => {
-            let files = snap.files.context("no trust bundle stored")?;
-            std::fs::create_dir_all(&output).with_context(|| output.display().to_string())?;
-            let out = FileStore::new(CredentialPaths::new(
-                &output,
-                "ca.crt",
-                "issuer.crt",
-                "issuer.key",
-            ));
-            let existing = out.snapshot().ok().and_then(|s| s.files);
-            out.write_files(existing.as_ref(), &files)?;
-            Ok(format!(
-                "Exported ca.crt, issuer.crt and issuer.key to {}\n",
-                output.display()
-            ))
-        }
-        CaCommand::Expiry => {
-            let files = snap.files.context("no trust bundle stored")?;
-            let b = bundle::verify(&files.anchors, &files.issuer_cert, &files.issuer_key, now)?;
-            let hours = |t: OffsetDateTime| (t - now).whole_hours();
-            Ok(format!(
-                "Root certificate expires in {} hours ({})\nIssuer certificate expires in {} hours ({})\n",
-                hours(b.anchors_not_after),
-                b.anchors_not_after,
-                hours(b.issuer_not_after),
-                b.issuer_not_after
-            ))
-        }
+        CaCommand::Export { output } => export(snap, &output),
+        CaCommand::Expiry => expiry(snap, now),
         CaCommand::Check => check(&store, &snap, now),
         CaCommand::Renew {
             root,
@@ -223,72 +182,158 @@ pub async fn run(args: CaArgs) -> anyhow::Result<String> {
                 issuer_public_certificate,
                 issuer_private_key,
             ) {
-                let read = |p: &PathBuf| std::fs::read(p).with_context(|| p.display().to_string());
-                let files = Files {
-                    anchors: read(&ca)?,
-                    issuer_cert: read(&cert)?,
-                    issuer_key: read(&key)?,
-                };
-                bundle::verify(&files.anchors, &files.issuer_cert, &files.issuer_key, now)?;
-                if snap.custody.journal.is_some() {
-                    bail!("a rotation is in progress; wait for it to finish");
-                }
-                store.write_files(&snap, &files).await?;
-                return Ok("Installed the supplied certificates; a running Sentry serves them within seconds\n".into());
+                return install_supplied(&store, &snap, [&ca, &cert, &key], now).await;
             }
             if snap.custody.journal.is_some() {
                 bail!("a rotation is in progress; wait for it to finish");
             }
-            let files = snap
-                .files
-                .clone()
-                .context("no trust bundle stored; use `sentry ca init`")?;
             if root {
-                let journal = rotation::prepare_rotation(&rotation::Settings::new(params), now)?;
-                let custody = Custody {
-                    root_key: snap.custody.root_key.clone(),
-                    journal: Some(journal.to_bytes()),
-                };
-                store.write_custody(&snap, &custody).await?;
-                return Ok("Root rotation prepared; a running Sentry now publishes the new root, activates its issuer after the grace period and retires the old root\n".into());
+                prepare_root_rotation(&store, &snap, params, now).await
+            } else {
+                renew_issuer(&store, &snap, params, private_key.as_deref(), now).await
             }
-            let root_key = match private_key {
-                Some(p) => std::fs::read_to_string(&p).with_context(|| p.display().to_string())?,
-                None => {
-                    String::from_utf8(snap.custody.root_key.clone().context(
-                        "no root key: pass --private-key, or rotate the root with --root",
-                    )?)?
-                }
-            };
-            let current =
-                bundle::verify(&files.anchors, &files.issuer_cert, &files.issuer_key, now)?;
-            let root_pem = rotation::matching_root(&current, &root_key)
-                .context("the root key matches none of the trust anchors")?;
-            let (cert, key) = bundle::new_issuer(&params, root_pem.as_bytes(), &root_key, now)?;
-            let journal = Journal::renewing(cert, key);
-            // The same crash-safe steps the server takes: journal, bundle, then close the journal.
-            let custody = Custody {
-                root_key: snap.custody.root_key.clone(),
-                journal: Some(journal.to_bytes()),
-            };
-            store.write_custody(&snap, &custody).await?;
-            // A running Sentry may carry out the same steps at the same time: a lost
-            // compare-and-swap re-reads, and the renewal is done once the journal is closed.
-            rotation::run_to_completion(&store, &rotation::Settings::new(params), &SystemClock)
-                .await?;
-            Ok(
-                "Renewed the issuer certificate; a running Sentry serves it within seconds\n"
-                    .into(),
-            )
         }
     }
 }
 
-fn check(
+/// `ca init`: generates a root and an issuer where no bundle is stored yet.
+async fn init(
     store: &Store,
-    snap: &sentry_runtime::store::Snapshot,
+    snap: &Snapshot,
+    params: &CaParams,
     now: OffsetDateTime,
 ) -> anyhow::Result<String> {
+    if snap.files.is_some() {
+        bail!("a trust bundle already exists; use `sentry ca renew` to replace it");
+    }
+    let g = bundle::generate(params, now)?;
+    store.write_files(snap, &Files::of(&g.bundle)).await?;
+    let custody = Custody {
+        root_key: Some(g.root_key_pem.into_bytes()),
+        journal: None,
+    };
+    store
+        .write_custody(&store.snapshot().await?, &custody)
+        .await?;
+    Ok(format!(
+        "Generated a new CA; root expires {}\n",
+        g.bundle.anchors_not_after
+    ))
+}
+
+/// `ca export`: writes the stored bundle as `ca.crt`, `issuer.crt` and `issuer.key` to `output`.
+fn export(snap: Snapshot, output: &Path) -> anyhow::Result<String> {
+    let files = snap.files.context("no trust bundle stored")?;
+    std::fs::create_dir_all(output).with_context(|| output.display().to_string())?;
+    let out = FileStore::new(CredentialPaths::new(
+        output,
+        "ca.crt",
+        "issuer.crt",
+        "issuer.key",
+    ));
+    let existing = out.snapshot().ok().and_then(|s| s.files);
+    out.write_files(existing.as_ref(), &files)?;
+    Ok(format!(
+        "Exported ca.crt, issuer.crt and issuer.key to {}\n",
+        output.display()
+    ))
+}
+
+/// `ca expiry`: hours left on the root and the issuer.
+fn expiry(snap: Snapshot, now: OffsetDateTime) -> anyhow::Result<String> {
+    let files = snap.files.context("no trust bundle stored")?;
+    let b = bundle::verify(&files.anchors, &files.issuer_cert, &files.issuer_key, now)?;
+    let hours = |t: OffsetDateTime| (t - now).whole_hours();
+    Ok(format!(
+        "Root certificate expires in {} hours ({})\nIssuer certificate expires in {} hours ({})\n",
+        hours(b.anchors_not_after),
+        b.anchors_not_after,
+        hours(b.issuer_not_after),
+        b.issuer_not_after
+    ))
+}
+
+/// `ca renew` with supplied files (as `dapr mtls renew-certificate`): verified, then stored.
+async fn install_supplied(
+    store: &Store,
+    snap: &Snapshot,
+    [ca, cert, key]: [&PathBuf; 3],
+    now: OffsetDateTime,
+) -> anyhow::Result<String> {
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| p.display().to_string());
+    let files = Files {
+        anchors: read(ca)?,
+        issuer_cert: read(cert)?,
+        issuer_key: read(key)?,
+    };
+    bundle::verify(&files.anchors, &files.issuer_cert, &files.issuer_key, now)?;
+    if snap.custody.journal.is_some() {
+        bail!("a rotation is in progress; wait for it to finish");
+    }
+    store.write_files(snap, &files).await?;
+    Ok("Installed the supplied certificates; a running Sentry serves them within seconds\n".into())
+}
+
+/// `ca renew --root`: writes a prepared root rotation into the journal; a running Sentry carries
+/// out its phases.
+async fn prepare_root_rotation(
+    store: &Store,
+    snap: &Snapshot,
+    params: CaParams,
+    now: OffsetDateTime,
+) -> anyhow::Result<String> {
+    snap.files
+        .as_ref()
+        .context("no trust bundle stored; use `sentry ca init`")?;
+    let journal = rotation::prepare_rotation(&rotation::Settings::new(params), now)?;
+    let custody = Custody {
+        root_key: snap.custody.root_key.clone(),
+        journal: Some(journal.to_bytes()),
+    };
+    store.write_custody(snap, &custody).await?;
+    Ok("Root rotation prepared; a running Sentry now publishes the new root, activates its issuer after the grace period and retires the old root\n".into())
+}
+
+/// `ca renew`: a new issuer under the current root (its key from `--private-key` or custody),
+/// through the same crash-safe journal steps the server takes.
+async fn renew_issuer(
+    store: &Store,
+    snap: &Snapshot,
+    params: CaParams,
+    private_key: Option<&Path>,
+    now: OffsetDateTime,
+) -> anyhow::Result<String> {
+    let files = snap
+        .files
+        .as_ref()
+        .context("no trust bundle stored; use `sentry ca init`")?;
+    let root_key = match private_key {
+        Some(p) => std::fs::read_to_string(p).with_context(|| p.display().to_string())?,
+        None => String::from_utf8(
+            snap.custody
+                .root_key
+                .clone()
+                .context("no root key: pass --private-key, or rotate the root with --root")?,
+        )?,
+    };
+    let current = bundle::verify(&files.anchors, &files.issuer_cert, &files.issuer_key, now)?;
+    let root_pem = rotation::matching_root(&current, &root_key)
+        .context("the root key matches none of the trust anchors")?;
+    let (cert, key) = bundle::new_issuer(&params, root_pem.as_bytes(), &root_key, now)?;
+    let journal = Journal::renewing(cert, key);
+    // The same crash-safe steps the server takes: journal, bundle, then close the journal.
+    let custody = Custody {
+        root_key: snap.custody.root_key.clone(),
+        journal: Some(journal.to_bytes()),
+    };
+    store.write_custody(snap, &custody).await?;
+    // A running Sentry may carry out the same steps at the same time: a lost compare-and-swap
+    // re-reads, and the renewal is done once the journal is closed.
+    rotation::run_to_completion(store, &rotation::Settings::new(params), &SystemClock).await?;
+    Ok("Renewed the issuer certificate; a running Sentry serves it within seconds\n".into())
+}
+
+fn check(store: &Store, snap: &Snapshot, now: OffsetDateTime) -> anyhow::Result<String> {
     let files = snap.files.as_ref().context("no trust bundle stored")?;
     let b = bundle::verify(&files.anchors, &files.issuer_cert, &files.issuer_key, now)
         .map_err(|e| anyhow::anyhow!("{}: {e}", store.describe(e.part)))?;
