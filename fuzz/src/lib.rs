@@ -12,7 +12,7 @@ use sentry_core::bundle::{self, Bundle, CaParams, KeyType};
 use sentry_core::ca::jwt::{JwtIssuer, JwtSettings};
 use sentry_core::ca::{Lifetimes, Signer};
 use sentry_runtime::authority::Ca;
-use sentry::config::ValidatorSet;
+use sentry_runtime::validator::ValidatorSet;
 use sentry_core::jose::Algorithm;
 use sentry_proto::SignCertificateRequest;
 use sentry_runtime::server::grpc::ControlPlane;
