@@ -35,6 +35,9 @@ CLIENTS=${CLIENTS:-"goload sentry-load"}
 # 1,000 sidecars dialling at once the one-core Go client itself needs seconds per round of 1,000
 # handshakes, so a 3 s limit measures only timeouts there. A longer limit keeps every request.
 GOLOAD_TIMEOUT=${GOLOAD_TIMEOUT:-30s}
+# GOGC for goload alone (unset: Go's default), to see how much of a tail is the load
+# generator's own garbage collector; the servers never see it.
+GOLOAD_GOGC=${GOLOAD_GOGC:-}
 SERVER_CORE=${SERVER_CORE:-1}
 LOAD_CORE=${LOAD_CORE:-0}
 
@@ -113,7 +116,7 @@ run_load() { # CLIENT SERVER KEY CONC MODE DURATION [RATE]
   local client=$1 server=$2 key=$3 conc=$4 mode=$5 dur=$6 rate=${7:-} opt=()
   if [[ $client == goload ]]; then
     [[ -n $rate ]] && opt=(-rate "$rate")
-    taskset -c "$LOAD_CORE" "$goload" -addr "127.0.0.1:${port[$server]}" \
+    env ${GOLOAD_GOGC:+GOGC=$GOLOAD_GOGC} taskset -c "$LOAD_CORE" "$goload" -addr "127.0.0.1:${port[$server]}" \
       -anchors "$work/bundle/ca.crt" -control-plane-namespace default -key "$key" \
       -sidecars "$conc" -mode "$mode" -duration "$dur" -timeout "$GOLOAD_TIMEOUT" -server-pid "${pid[$server]}" \
       "${opt[@]}" -json 2>>"$work/load.err"
