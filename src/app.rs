@@ -109,17 +109,7 @@ fn check_non_root() -> anyhow::Result<()> {
 
 /// Runs Sentry with `config` until a shutdown signal, step by step.
 async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Result<()> {
-    sentry_runtime::store::perms::check(
-        &config.credentials,
-        config.jwt.as_ref().map(|j| j.key_path.as_path()),
-        config
-            .oidc
-            .as_ref()
-            .and_then(|o| o.tls.as_ref())
-            .map(|t| t.key.as_path()),
-        config.mode == Mode::Kubernetes,
-    )
-    .context("refusing to use key material")?;
+    check_key_files(&config)?;
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let readiness = Readiness::default();
     let stop = Stop::default();
@@ -134,7 +124,6 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
         &metrics,
         jwt::Ready {
             oidc: readiness.condition(Target::OidcServer),
-            jwks: readiness.condition(Target::JwksValidator),
         },
         stop.stopped(),
     )
@@ -142,12 +131,7 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
     let serving = start_serving_cert(&config, &ca, &metrics)?;
     readiness.condition(Target::SecurityProvider).met();
     start_rotation(&config, &store, &ca, &metrics, served).await;
-    let validators = start_validators(
-        &config,
-        kube_client,
-        jwt_parts.jwks,
-        readiness.condition(Target::KubernetesValidator),
-    );
+    let validators = start_validators(&config, kube_client, jwt_parts.jwks, &readiness);
     let admission = Admission::new(&config.limits, metrics.clone());
     let mut service = CaService::new(ca, validators, metrics, control_plane(&config));
     if let Some(issuer) = jwt_parts.issuer {
@@ -160,6 +144,18 @@ async fn serve(config: Config, kube_client: Option<kube::Client>) -> anyhow::Res
     stop.stop();
     info!("Sentry shut down gracefully");
     Ok(())
+}
+
+/// Refuses (standalone) or warns about (Kubernetes) private-key files others can read.
+fn check_key_files(config: &Config) -> anyhow::Result<()> {
+    let oidc_key = config.oidc.as_ref().and_then(|o| o.tls.as_ref());
+    sentry_runtime::store::perms::check(
+        &config.credentials,
+        config.jwt.as_ref().map(|j| j.key_path.as_path()),
+        oidc_key.map(|t| t.key.as_path()),
+        config.mode == Mode::Kubernetes,
+    )
+    .context("refusing to use key material")
 }
 
 /// Tells the side servers (health, metrics, OIDC) to stop, once the gRPC server is done.
@@ -288,12 +284,12 @@ async fn start_rotation(
     tokio::spawn(rotator.run(changes));
 }
 
-/// The enabled validators; `ready` is met once they can all answer.
+/// The enabled validators; each one's readiness condition is met once it can answer.
 fn start_validators(
     config: &Config,
     kube_client: Option<kube::Client>,
     jwks: Option<JwksValidator>,
-    ready: Condition,
+    readiness: &Readiness,
 ) -> Arc<Validators> {
     let kubernetes =
         kube_client.map(|client| KubernetesValidator::start(client, &config.sentry_id));
@@ -301,7 +297,10 @@ fn start_validators(
     if let Some(jwks) = jwks {
         validators = validators.with_jwks(jwks);
     }
-    validators.report_ready(ready);
+    validators.report_ready(
+        readiness.condition(Target::KubernetesValidator),
+        readiness.condition(Target::JwksValidator),
+    );
     Arc::new(validators)
 }
 

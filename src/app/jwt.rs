@@ -1,6 +1,7 @@
 //! Wiring of the JWT features: the JWT part of the bundle (loaded or generated, in files or in the
 //! Kubernetes Secret/ConfigMap, see [`JwtStore`]), the JWT-SVID issuer, the OIDC discovery server
-//! and the `jwks` validator. Each part left unconfigured is reported ready at once.
+//! and the `jwks` validator (whose readiness `Validators` reports). The OIDC server, when not
+//! configured, is reported ready at once.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -31,8 +32,6 @@ const MAX_ATTEMPTS: usize = 20;
 pub(super) struct Ready {
     /// The OIDC listener is up (or OIDC is not enabled).
     pub oidc: Condition,
-    /// The `jwks` validator loaded its key set (or it is not enabled).
-    pub jwks: Condition,
 }
 
 /// The started JWT features, to be plugged into the request path.
@@ -104,12 +103,9 @@ pub(super) async fn start(
     let jwks = match &config.validators.jwks {
         Some(opts) => {
             info!("Adding validator 'jwks'");
-            Some(JwksValidator::start(opts, &config.sentry_id, ready.jwks)?)
+            Some(JwksValidator::start(opts, &config.sentry_id)?)
         }
-        None => {
-            ready.jwks.met();
-            None
-        }
+        None => None,
     };
     Ok(JwtParts { issuer, jwks })
 }

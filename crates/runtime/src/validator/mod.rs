@@ -92,22 +92,17 @@ impl Validators {
         }
     }
 
-    /// Meets `ready` once every enabled validator is [`Validator::ready`] (the `jwks`
-    /// validator's key set also has a condition of its own, met by its source).
-    pub fn report_ready(&self, ready: Condition) {
-        let insecure = self.insecure.ready();
-        let kubernetes = self.kubernetes.as_ref().map(Validator::ready);
-        let jwks = self.jwks.as_ref().map(Validator::ready);
+    /// Meets each validator's condition once it is [`Validator::ready`] (at once for one that
+    /// is not enabled; `insecure` is always ready), then logs that all are.
+    pub fn report_ready(&self, kubernetes: Condition, jwks: Condition) {
+        let kubernetes_ready = self.kubernetes.as_ref().map(Validator::ready);
+        let jwks_ready = self.jwks.as_ref().map(Validator::ready);
         tokio::spawn(async move {
-            insecure.await;
-            if let Some(k) = kubernetes {
-                k.await;
-            }
-            if let Some(j) = jwks {
-                j.await;
-            }
+            futures::join!(
+                meet_when(kubernetes_ready, kubernetes),
+                meet_when(jwks_ready, jwks)
+            );
             info!("Validators ready");
-            ready.met();
         });
     }
 
@@ -149,4 +144,12 @@ impl Validators {
             (ValidatorKind::Kubernetes, None) => Err(ValidationError::NotEnabled),
         }
     }
+}
+
+/// Meets `condition` once `ready` resolves, or at once without a validator.
+async fn meet_when(ready: Option<impl Future<Output = ()>>, condition: Condition) {
+    if let Some(ready) = ready {
+        ready.await;
+    }
+    condition.met();
 }

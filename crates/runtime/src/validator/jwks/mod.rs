@@ -16,7 +16,6 @@ pub use source::{
 };
 
 use super::{common, ValidationError, Validator};
-use crate::telemetry::health::Condition;
 use sentry_core::jose::{decode_compact, Algorithm, JwkSet, PublicKey};
 use sentry_core::spiffe::{SpiffeId, TrustDomain};
 use sentry_proto::SignCertificateRequest;
@@ -197,16 +196,12 @@ pub struct JwksValidator {
 }
 
 impl JwksValidator {
-    /// Starts loading the key set; `audience` is Sentry's SPIFFE ID; `ready` is met once a set
-    /// is loaded.
-    pub fn start(
-        options: &JwksOptions,
-        audience: &SpiffeId,
-        ready: Condition,
-    ) -> Result<Self, JwksSetupError> {
+    /// Starts loading the key set; `audience` is Sentry's SPIFFE ID. [`Validator::ready`]
+    /// resolves once a set is loaded.
+    pub fn start(options: &JwksOptions, audience: &SpiffeId) -> Result<Self, JwksSetupError> {
         Ok(Self {
             audience: audience.to_string(),
-            keys: KeyCache::start(options, ready)?,
+            keys: KeyCache::start(options)?,
         })
     }
 }

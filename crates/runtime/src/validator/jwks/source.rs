@@ -24,7 +24,6 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::KeySet;
-use crate::telemetry::health::Condition;
 
 /// Default minimum interval between two fetches of a URL source.
 pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(600);
@@ -94,18 +93,17 @@ struct OnDemand {
 
 impl KeyCache {
     /// Classifies the source, loads an inline set at once, and spawns the loader for a URL or a
-    /// file. `ready` is met when the first set is loaded.
-    pub fn start(opts: &JwksOptions, ready: Condition) -> Result<Self, JwksSetupError> {
+    /// file; [`KeyCache::loaded`] resolves once the first set is in.
+    pub fn start(opts: &JwksOptions) -> Result<Self, JwksSetupError> {
         let (tx, rx) = watch::channel(None);
         let source = classify(opts)?;
         let mut on_demand = None;
         match source {
             Source::Inline(set) => {
                 tx.send_replace(Some(Arc::new(set)));
-                ready.met();
             }
             Source::File(path) => {
-                tokio::spawn(watch_file(path, tx, ready));
+                tokio::spawn(watch_file(path, tx));
             }
             Source::Url { uri, tls } => {
                 let od = OnDemand {
@@ -119,7 +117,7 @@ impl KeyCache {
                     tls,
                     timeout: opts.request_timeout,
                 };
-                tokio::spawn(poll_url(fetcher, od.clone(), tx, ready));
+                tokio::spawn(poll_url(fetcher, od.clone(), tx));
                 on_demand = Some(od);
             }
         }
@@ -234,7 +232,7 @@ fn tls_connector(ca: Option<&str>) -> Result<tokio_rustls::TlsConnector, JwksSet
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
-async fn watch_file(path: PathBuf, tx: watch::Sender<Option<Arc<KeySet>>>, ready: Condition) {
+async fn watch_file(path: PathBuf, tx: watch::Sender<Option<Arc<KeySet>>>) {
     let mut last: Option<Result<Vec<u8>, String>> = None;
     loop {
         let now = tokio::fs::read(&path).await.map_err(|e| e.to_string());
@@ -244,7 +242,6 @@ async fn watch_file(path: PathBuf, tx: watch::Sender<Option<Arc<KeySet>>>, ready
                     Ok(set) => {
                         info!(path = %path.display(), keys = set.len(), "Loaded JWKS for the jwks validator");
                         tx.send_replace(Some(Arc::new(set)));
-                        ready.met();
                     }
                     Err(e) => {
                         warn!(path = %path.display(), error = %e, "Ignoring invalid JWKS file")
@@ -326,12 +323,7 @@ impl Fetcher {
     }
 }
 
-async fn poll_url(
-    fetcher: Fetcher,
-    od: OnDemand,
-    tx: watch::Sender<Option<Arc<KeySet>>>,
-    ready: Condition,
-) {
+async fn poll_url(fetcher: Fetcher, od: OnDemand, tx: watch::Sender<Option<Arc<KeySet>>>) {
     let mut retry = FIRST_RETRY;
     loop {
         let result = fetcher.fetch().await;
@@ -342,7 +334,6 @@ async fn poll_url(
             Ok(set) => {
                 info!(url = %fetcher.uri, keys = set.len(), "Loaded JWKS for the jwks validator");
                 tx.send_replace(Some(Arc::new(set)));
-                ready.met();
                 retry = FIRST_RETRY;
                 od.min_interval.max(MIN_PERIOD)
             }
@@ -428,11 +419,6 @@ mod tests {
         addr
     }
 
-    fn jwks_ready() -> Condition {
-        crate::telemetry::Readiness::default()
-            .condition(crate::telemetry::health::Target::JwksValidator)
-    }
-
     fn jwks(n: usize) -> String {
         let keys: Vec<_> = (0..n)
             .map(|i| {
@@ -454,14 +440,14 @@ mod tests {
         // No minimum interval: an unknown kid always triggers a fetch.
         let mut o = opts(&url);
         o.min_refresh_interval = Duration::ZERO;
-        let cache = KeyCache::start(&o, jwks_ready()).unwrap();
+        let cache = KeyCache::start(&o).unwrap();
         let first = cache.current(Duration::from_secs(10)).await.unwrap();
         assert_eq!(first.len(), 1);
         *body.lock().unwrap() = jwks(2);
         let fresh = cache.refreshed().await.expect("a new key set");
         assert_eq!(fresh.len(), 2);
         // Within the minimum interval of the last fetch, no on-demand fetch happens.
-        let limited = KeyCache::start(&opts(&url), jwks_ready()).unwrap();
+        let limited = KeyCache::start(&opts(&url)).unwrap();
         assert_eq!(
             limited
                 .current(Duration::from_secs(10))
@@ -475,7 +461,7 @@ mod tests {
         assert_eq!(limited.current(Duration::ZERO).await.unwrap().len(), 2);
         let mut o = opts("/nonexistent/jwks.json");
         o.min_refresh_interval = Duration::ZERO;
-        let file_cache = KeyCache::start(&o, jwks_ready()).unwrap();
+        let file_cache = KeyCache::start(&o).unwrap();
         assert!(
             file_cache.refreshed().await.is_none(),
             "only URL sources refresh on demand"
