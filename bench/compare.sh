@@ -12,8 +12,11 @@
 # one is under load at a time. Scenarios: CSR key Ed25519 / P-256 × 1, 64, 1000 sidecars × a new
 # TLS connection per request / one reused connection per sidecar (closed loop: each sidecar sends
 # its next request when the last is answered), plus 1,000 sidecars on new connections in open loop
-# at OPEN_RATE/s (default: half of sentry-rs's measured closed-loop capacity with goload for that
-# scenario; latency from the intended send time). goload reads the server's CPU itself around its
+# at OPEN_RATE/s (latency from the intended send time). The open loop measures the server's
+# latency, so its load generator may use every core (OPEN_LOAD_CORE, default 0,1; the server stays
+# on core 1): on core 0 alone the one-core Go client's own queue is most of the tail. By default
+# OPEN_RATE is half of sentry-rs's capacity measured in closed loop with that same placement (a
+# closed-loop run of 1,000 sidecars on new connections per round, reported as its own row). goload reads the server's CPU itself around its
 # timed window (reused connections are dialled before it); for sentry-load it is read around the run.
 # For every run also the server's CPU time per signed certificate (from /proc/PID/stat), which is
 # far less sensitive than signs/s to other work on a shared machine. Then peak RSS (VmHWM) of each
@@ -40,6 +43,8 @@ GOLOAD_TIMEOUT=${GOLOAD_TIMEOUT:-30s}
 GOLOAD_GOGC=${GOLOAD_GOGC:-}
 SERVER_CORE=${SERVER_CORE:-1}
 LOAD_CORE=${LOAD_CORE:-0}
+OPEN_LOAD_CORE=${OPEN_LOAD_CORE:-0,1}
+load_core=$LOAD_CORE # the placement of the current phase
 
 bench/peer/build
 cargo build --release -p sentry -p sentry-load --bins
@@ -116,14 +121,14 @@ run_load() { # CLIENT SERVER KEY CONC MODE DURATION [RATE]
   local client=$1 server=$2 key=$3 conc=$4 mode=$5 dur=$6 rate=${7:-} opt=()
   if [[ $client == goload ]]; then
     [[ -n $rate ]] && opt=(-rate "$rate")
-    env ${GOLOAD_GOGC:+GOGC=$GOLOAD_GOGC} taskset -c "$LOAD_CORE" "$goload" -addr "127.0.0.1:${port[$server]}" \
+    env ${GOLOAD_GOGC:+GOGC=$GOLOAD_GOGC} taskset -c "$load_core" "$goload" -addr "127.0.0.1:${port[$server]}" \
       -anchors "$work/bundle/ca.crt" -control-plane-namespace default -key "$key" \
       -sidecars "$conc" -mode "$mode" -duration "$dur" -timeout "$GOLOAD_TIMEOUT" -server-pid "${pid[$server]}" \
       "${opt[@]}" -json 2>>"$work/load.err"
   else
     [[ $mode == reuse ]] && opt=(--reuse)
     [[ -n $rate ]] && opt+=(--rate "$rate")
-    taskset -c "$LOAD_CORE" "$load" --addr "127.0.0.1:${port[$server]}" \
+    taskset -c "$load_core" "$load" --addr "127.0.0.1:${port[$server]}" \
       --anchors "$work/bundle/ca.crt" --key-type "$key" --concurrency "$conc" \
       --duration "$dur" "${opt[@]}" --json 2>>"$work/load.err"
   fi
@@ -145,7 +150,7 @@ measure() { # CLIENT SERVER KEY CONC MODE ROUND [RATE]
   before=$(cpu_ticks "${pid[$s]}")
   out=$(run_load "$c" "$s" "$key" "$conc" "$mode" "$DURATION" "$rate")
   after=$(cpu_ticks "${pid[$s]}")
-  python3 - "$out" "$c" "$s" "$key" "$round" "$((after - before))" "$(status_kib "${pid[$s]}" VmRSS)" "$rate" >>"$work/results.jsonl" <<'PY'
+  python3 - "$out" "$c" "$s" "$key" "$round" "$((after - before))" "$(status_kib "${pid[$s]}" VmRSS)" "$rate" "$load_core" >>"$work/results.jsonl" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1])
 ticks = int(sys.argv[6])
@@ -153,10 +158,10 @@ r.setdefault("server_cpu_s", ticks / 100)
 if r.get("server_cpu_us_per_sign") is None:
     r["server_cpu_us_per_sign"] = (r["server_cpu_s"] * 1e6 / r["ok"]) if r["ok"] else None
 r.update(client=sys.argv[2], server=sys.argv[3], key=sys.argv[4], round=int(sys.argv[5]),
-         server_rss_kib=int(sys.argv[7]), scenario="open" if sys.argv[8] else "closed")
+         server_rss_kib=int(sys.argv[7]), scenario="open" if sys.argv[8] else "closed", load_cores=sys.argv[9])
 print(json.dumps(r))
-sys.stderr.write("%-11s %-9s %-7s c=%-4s %-6s %s round %s: %8.0f signs/s  p99 %8.2f ms  errors %d  server CPU %5.1f us/sign\n" % (
-    sys.argv[2], sys.argv[3], sys.argv[4], r["concurrency"], r["connections"], ("rate " + sys.argv[8]) if sys.argv[8] else "", sys.argv[5],
+sys.stderr.write("%-11s %-9s %-7s c=%-4s %-6s %s client on %s round %s: %8.0f signs/s  p99 %8.2f ms  errors %d  server CPU %5.1f us/sign\n" % (
+    sys.argv[2], sys.argv[3], sys.argv[4], r["concurrency"], r["connections"], ("rate " + sys.argv[8]) if sys.argv[8] else "", sys.argv[9], sys.argv[5],
     r["signs_per_s"], r["latency"]["p99_ms"], r["errors"], r["server_cpu_us_per_sign"] or 0))
 PY
 }
@@ -173,19 +178,27 @@ for key in $KEYS; do
   done
 done
 # Open loop: 1,000 sidecars on new connections at a fixed total rate (by default half of
-# sentry-rs's closed-loop capacity in that scenario with the first client), so latency reflects
-# service time at a load it sustains rather than queueing behind a saturated core.
+# sentry-rs's closed-loop capacity in that scenario with the first client and the open loop's
+# placement), so latency reflects service time at a load it sustains rather than queueing behind
+# a saturated core.
+load_core=$OPEN_LOAD_CORE
 if [[ $OPEN_RATE == auto ]]; then
   first_client=${CLIENTS%% *}
-  OPEN_RATE=$(python3 - "$work/results.jsonl" "$first_client" <<'PY'
+  if [[ $OPEN_LOAD_CORE != "$LOAD_CORE" ]]; then
+    for round in $(seq 1 "$ROUNDS"); do
+      for s in sentry-rs dapr; do measure "$first_client" "$s" ed25519 1000 new "$round"; done
+    done
+  fi
+  OPEN_RATE=$(python3 - "$work/results.jsonl" "$first_client" "$load_core" <<'PY'
 import json, statistics, sys
 rs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 cap = [r["signs_per_s"] for r in rs if r["client"] == sys.argv[2] and r["server"] == "sentry-rs"
-       and r["key"] == "ed25519" and r["concurrency"] == 1000 and r["connections"] == "new"]
+       and r["key"] == "ed25519" and r["concurrency"] == 1000 and r["connections"] == "new"
+       and r["scenario"] == "closed" and r["load_cores"] == sys.argv[3]]
 print(round(statistics.median(cap) / 2) if cap else 500)
 PY
 )
-  echo "open loop at $OPEN_RATE/s (half of sentry-rs's measured capacity)"
+  echo "open loop at $OPEN_RATE/s (half of sentry-rs's measured capacity, client on cores $load_core)"
 fi
 for round in $(seq 1 "$ROUNDS"); do
   for c in $CLIENTS; do

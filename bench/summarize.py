@@ -28,7 +28,7 @@ def main():
     scen = OrderedDict()
     for r in runs:
         key = (r.get("client", "sentry-load"), r.get("scenario", "closed"), r["key"], r["concurrency"],
-               r["connections"], r.get("target_rate"))
+               r["connections"], r.get("target_rate"), r.get("load_cores", "0"))
         scen.setdefault(key, {}).setdefault(r["server"], []).append(r)
 
     rounds = 0
@@ -36,7 +36,7 @@ def main():
         print(f"\n### Client: {client}\n")
         print("| loop | CSR key | sidecars | connections | sentry-rs CPU µs/cert | Dapr CPU µs/cert | **CPU ratio Dapr/ours** | sentry-rs certs/s | Dapr certs/s | ratio | sentry-rs p50 / p99 / max ms | Dapr p50 / p99 / max ms | errors rs/Dapr |")
         print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-        for (cl, loop, key, conc, conn, rate), by in scen.items():
+        for (cl, loop, key, conc, conn, rate, cores), by in scen.items():
             if cl != client:
                 continue
             rs, dp = by.get("sentry-rs", []), by.get("dapr", [])
@@ -47,8 +47,23 @@ def main():
             lat = lambda runs: " / ".join(f"{med(runs, lambda r: r['latency'][q]):.1f}" for q in ("p50_ms", "p99_ms", "max_ms"))
             erro, errd = sum(r["errors"] for r in rs), sum(r["errors"] for r in dp)
             label = f"open {rate:.0f}/s" if loop == "open" else "closed"
+            if cores != "0":
+                label += f", client on cores {cores}"
             print(f"| {label} | {key} | {conc} | {conn} | {cpu_o:.0f} | {cpu_d:.0f} | **{ratio(cpu_d, cpu_o):.2f}×** "
                   f"| {ours:,.0f} | {dapr:,.0f} | {ratio(ours, dapr):.2f}× | {lat(rs)} | {lat(dp)} | {erro}/{errd} |")
+        tails = [(k, by) for k, by in scen.items() if k[0] == client and k[1] == "open"
+                 and any("slowest_1pct" in r for rs in by.values() for r in rs)]
+        if tails:
+            print("\nWhere the open-loop tail is: the slowest 1 % of answers, each part's mean "
+                  "(late = the client started after the intended time; tcp = until the TLS handshake starts; tls = the client's handshake; h2 = until grpc-go has the connection ready; rpc = SignCertificate), median over rounds.\n")
+            print("| rate | server | late ms | tcp ms | tls ms | h2 ms | rpc ms | p99 ms |")
+            print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+            for (_, _, _, _, _, rate, cores), by in tails:
+                for server in ("sentry-rs", "dapr"):
+                    rs = [r for r in by.get(server, []) if "slowest_1pct" in r]
+                    part = lambda f: med(rs, lambda r: r["slowest_1pct"][f])
+                    cells = " | ".join(f"{part(f + '_ms'):.2f}" for f in ("late", "tcp", "tls", "h2", "rpc"))
+                    print(f"| {rate:.0f}/s, client on cores {cores} | {server} | {cells} | {med(rs, lambda r: r['latency']['p99_ms']):.2f} |")
     print(f"\nMedian of {rounds} alternating rounds per cell (sentry-rs, Dapr, sentry-rs, Dapr, …). "
           "CPU ratio = Dapr's server CPU time per certificate ÷ ours (the headline; the target is ≥ 3×).")
 

@@ -14,6 +14,12 @@
 // or open loop (-rate: fixed total arrival rate; latency is measured from the intended send
 // time, so a stalled server cannot hide its queue: no coordinated omission).
 //
+// Each answer's latency is split into parts: late (the client started it after its intended
+// time: the client's own queue), then in mode new tcp (until the TLS handshake starts), tls (the
+// handshake, timed around the transport credentials' ClientHandshake) and h2 (until grpc-go has
+// the connection ready: the HTTP/2 prefaces), and rpc (SignCertificate). The report gives each
+// part's mean over the slowest 1 % of answers, so a tail can be told apart by where it waited.
+//
 // With -server-pid it reads the server's utime+stime from /proc/PID/stat around the timed window
 // and reports server CPU µs per certificate. -json prints one JSON object with the same fields
 // as sentry-load's -json (plus client, server_cpu_*, key_exchange). -strict exits 1 on any error.
@@ -33,6 +39,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"reflect"
 	"slices"
@@ -135,18 +142,41 @@ func newClient(o options) (*client, error) {
 	}, nil
 }
 
-func (c *client) dial(ctx context.Context) (*grpc.ClientConn, error) {
+// timedCreds are daprd's transport credentials with the client TLS handshake timed (one sidecar's:
+// it has at most one dial at a time). Everything else is the wrapped credentials'.
+type timedCreds struct {
+	credentials.TransportCredentials
+	start, end *atomic.Int64 // UnixNano
+}
+
+func newTimedCreds(inner credentials.TransportCredentials) *timedCreds {
+	return &timedCreds{inner, new(atomic.Int64), new(atomic.Int64)}
+}
+
+func (t *timedCreds) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	t.start.Store(time.Now().UnixNano())
+	conn, ai, err := t.TransportCredentials.ClientHandshake(ctx, authority, raw)
+	t.end.Store(time.Now().UnixNano())
+	return conn, ai, err
+}
+
+func (t *timedCreds) Clone() credentials.TransportCredentials {
+	return &timedCreds{t.TransportCredentials.Clone(), t.start, t.end}
+}
+
+func (c *client) dial(ctx context.Context, creds credentials.TransportCredentials) (*grpc.ClientConn, error) {
 	return grpc.DialContext(ctx, c.addr, //nolint:staticcheck // daprd's call
-		grpc.WithTransportCredentials(c.creds),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithReturnConnectionError(), //nolint:staticcheck // daprd's option
 	)
 }
 
 // sidecar is one simulated daprd: its app ID, its CSR and (mode reuse) its connection.
 type sidecar struct {
-	req  *sentryv1pb.SignCertificateRequest
-	conn *grpc.ClientConn
-	t    tally
+	req   *sentryv1pb.SignCertificateRequest
+	creds *timedCreds
+	conn  *grpc.ClientConn
+	t     tally
 }
 
 func newCSR(kind string) ([]byte, error) {
@@ -172,17 +202,24 @@ func newCSR(kind string) ([]byte, error) {
 
 // sign runs one request; in mode new it dials and closes its own connection, as daprd does.
 func (s *sidecar) sign(c *client, intended time.Time) {
+	begin := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	conn := s.conn
+	var tcp, hs, h2 time.Duration
 	if conn == nil {
 		var err error
-		conn, err = c.dial(ctx)
+		conn, err = c.dial(ctx, s.creds)
 		if err != nil {
 			s.t.fail(classify("connect", err), err)
 			return
 		}
 		defer conn.Close()
+	}
+	dialled := time.Now()
+	if s.conn == nil {
+		hsStart, hsEnd := time.Unix(0, s.creds.start.Load()), time.Unix(0, s.creds.end.Load())
+		tcp, hs, h2 = hsStart.Sub(begin), hsEnd.Sub(hsStart), dialled.Sub(hsEnd)
 	}
 	var p peer.Peer
 	resp, err := sentryv1pb.NewCAClient(conn).SignCertificate(ctx, s.req, grpc.Peer(&p))
@@ -199,7 +236,7 @@ func (s *sidecar) sign(c *client, intended time.Time) {
 		s.t.fail("verify", fmt.Errorf("workload chain: %d certificates, %v", len(certs), err))
 		return
 	}
-	s.t.ok(time.Since(intended), keyExchange(p.AuthInfo))
+	s.t.ok(parts{begin.Sub(intended), tcp, hs, h2, time.Since(dialled)}, keyExchange(p.AuthInfo))
 }
 
 // keyExchange names the TLS version and key exchange of a call's connection. go-spiffe wraps
@@ -226,16 +263,21 @@ func classify(stage string, err error) string {
 	return stage
 }
 
+// parts is one answer's latency: late + tcp + tls + h2 + rpc.
+type parts struct{ late, tcp, tls, h2, rpc time.Duration }
+
+func (p parts) total() time.Duration { return p.late + p.tcp + p.tls + p.h2 + p.rpc }
+
 // tally is what one sidecar saw.
 type tally struct {
-	latUS    []int64
+	lat      []parts
 	errors   map[string]uint64
 	examples map[string]string
 	kx       map[string]uint64
 }
 
-func (t *tally) ok(d time.Duration, kx string) {
-	t.latUS = append(t.latUS, d.Microseconds())
+func (t *tally) ok(d parts, kx string) {
+	t.lat = append(t.lat, d)
 	if t.kx == nil {
 		t.kx = map[string]uint64{}
 	}
@@ -273,14 +315,14 @@ func run(o options) (*report, error) {
 		if err != nil {
 			return nil, err
 		}
-		cars[i] = &sidecar{req: &sentryv1pb.SignCertificateRequest{
+		cars[i] = &sidecar{creds: newTimedCreds(c.creds), req: &sentryv1pb.SignCertificateRequest{
 			CertificateSigningRequest: csr,
 			Id:                        "goload-" + strconv.Itoa(i),
 			Namespace:                 o.ns,
 		}}
 		if o.mode == "reuse" {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			cars[i].conn, err = c.dial(ctx)
+			cars[i].conn, err = c.dial(ctx, cars[i].creds)
 			cancel()
 			if err != nil {
 				return nil, fmt.Errorf("dialling sidecar %d: %w", i, err)
@@ -393,6 +435,16 @@ type latency struct {
 	Max float64 `json:"max_ms"`
 }
 
+// tail is the mean of each latency part over the slowest 1 % of answers (at least one).
+type tail struct {
+	Count  int     `json:"count"`
+	LateMS float64 `json:"late_ms"`
+	TCPMS  float64 `json:"tcp_ms"`
+	TLSMS  float64 `json:"tls_ms"`
+	H2MS   float64 `json:"h2_ms"`
+	RPCMS  float64 `json:"rpc_ms"`
+}
+
 type report struct {
 	Client         string            `json:"client"`
 	Addr           string            `json:"addr"`
@@ -408,6 +460,7 @@ type report struct {
 	ErrorExamples  map[string]string `json:"error_examples"`
 	SignsPerS      float64           `json:"signs_per_s"`
 	Latency        latency           `json:"latency"`
+	Tail           tail              `json:"slowest_1pct"`
 	KeyExchange    map[string]uint64 `json:"key_exchange"`
 	ServerCPUS     *float64          `json:"server_cpu_s"`
 	ServerCPUUsPer *float64          `json:"server_cpu_us_per_sign"`
@@ -423,9 +476,9 @@ func newReport(o options, cars []*sidecar, elapsed time.Duration, dropped uint64
 	if o.rate > 0 {
 		r.TargetRate = &o.rate
 	}
-	var lat []int64
+	var lat []parts
 	for _, s := range cars {
-		lat = append(lat, s.t.latUS...)
+		lat = append(lat, s.t.lat...)
 		for k, v := range s.t.errors {
 			r.ErrorsByKind[k] += v
 			r.Errors += v
@@ -443,12 +496,13 @@ func newReport(o options, cars []*sidecar, elapsed time.Duration, dropped uint64
 	r.OK = uint64(len(lat))
 	r.SignsPerS = float64(r.OK) / elapsed.Seconds()
 	if len(lat) > 0 {
-		slices.Sort(lat)
+		slices.SortFunc(lat, func(a, b parts) int { return int(a.total() - b.total()) })
 		at := func(q float64) float64 {
 			i := int(q*float64(len(lat))+0.999999) - 1
-			return float64(lat[max(0, min(i, len(lat)-1))]) / 1000
+			return ms(lat[max(0, min(i, len(lat)-1))].total())
 		}
 		r.Latency = latency{P50: at(0.5), P90: at(0.9), P99: at(0.99), Max: at(1)}
+		r.Tail = slowest(lat[len(lat)-max(1, len(lat)/100):])
 	}
 	if o.serverPID != 0 {
 		s := float64(cpu1-cpu0) / 100
@@ -461,6 +515,18 @@ func newReport(o options, cars []*sidecar, elapsed time.Duration, dropped uint64
 	return r
 }
 
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func slowest(lat []parts) tail {
+	var sum parts
+	for _, p := range lat {
+		sum = parts{sum.late + p.late, sum.tcp + p.tcp, sum.tls + p.tls, sum.h2 + p.h2, sum.rpc + p.rpc}
+	}
+	n := time.Duration(len(lat))
+	return tail{Count: len(lat), LateMS: ms(sum.late / n), TCPMS: ms(sum.tcp / n), TLSMS: ms(sum.tls / n),
+		H2MS: ms(sum.h2 / n), RPCMS: ms(sum.rpc / n)}
+}
+
 func (r *report) print(w *os.File) {
 	loop := "closed loop"
 	if r.TargetRate != nil {
@@ -469,6 +535,8 @@ func (r *report) print(w *os.File) {
 	fmt.Fprintf(w, "goload → %s  csr=%s  sidecars=%d  connections=%s  %s\n", r.Addr, r.KeyType, r.Concurrency, r.Connections, loop)
 	fmt.Fprintf(w, "  %d certificates in %.2fs: %.0f/s, %d errors (%d dropped)\n", r.OK, r.ElapsedS, r.SignsPerS, r.Errors, r.Dropped)
 	fmt.Fprintf(w, "  latency p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms\n", r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max)
+	t := r.Tail
+	fmt.Fprintf(w, "  slowest %d on average: late %.2f + tcp %.2f + tls %.2f + h2 %.2f + rpc %.2f ms\n", t.Count, t.LateMS, t.TCPMS, t.TLSMS, t.H2MS, t.RPCMS)
 	for k, v := range r.KeyExchange {
 		fmt.Fprintf(w, "  key exchange %s: %d\n", k, v)
 	}
