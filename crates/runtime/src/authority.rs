@@ -63,7 +63,19 @@ impl Ca {
         id: &SpiffeId,
         dns_names: &[String],
     ) -> Result<Issued, IssueError> {
-        self.signer.load().sign(
+        self.sign_with(&self.signer.load(), key, id, dns_names)
+    }
+
+    /// Signs a certificate for `key` as `id` with `signer` (one taken from [`Ca::signer`], for a
+    /// caller that also needs that signer's chain) under this CA's lifetimes, as of now.
+    pub fn sign_with(
+        &self,
+        signer: &Signer,
+        key: &impl PublicKeyData,
+        id: &SpiffeId,
+        dns_names: &[String],
+    ) -> Result<Issued, IssueError> {
+        signer.sign(
             key,
             id,
             dns_names,

@@ -138,8 +138,9 @@ fn issue_key(ca: &Ca, id: &SpiffeId) -> Result<(CertifiedKey, OffsetDateTime), S
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
         .map_err(|e| ServingCertError::Key(e.to_string()))?;
     let issued_at = OffsetDateTime::now_utc();
-    let issued = ca.sign(&key, id, &[])?;
+    // One signer for the leaf and the chain sent with it, even if a rotation swaps it meanwhile.
     let signer = ca.signer();
+    let issued = ca.sign_with(&signer, &key, id, &[])?;
     let mut chain = Vec::with_capacity(1 + signer.bundle().issuer_chain.len());
     chain.push(issued.leaf_der);
     chain.extend(signer.bundle().issuer_chain.iter().cloned());
