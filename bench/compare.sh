@@ -16,8 +16,9 @@
 # latency, so its load generator may use every core (OPEN_LOAD_CORE, default 0,1; the server stays
 # on core 1): on core 0 alone the one-core Go client's own queue is most of the tail. By default
 # OPEN_RATE is half of sentry-rs's capacity measured in closed loop with that same placement (a
-# closed-loop run of 1,000 sidecars on new connections per round, reported as its own row). goload reads the server's CPU itself around its
-# timed window (reused connections are dialled before it); for sentry-load it is read around the run.
+# closed-loop run of 1,000 sidecars on new connections per round, reported as its own row).
+# goload reads the server's CPU itself around its timed window (reused connections are dialled
+# before it); for sentry-load it is read around the run.
 # For every run also the server's CPU time per signed certificate (from /proc/PID/stat), which is
 # far less sensitive than signs/s to other work on a shared machine. Then peak RSS (VmHWM) of each
 # server, and cold start to ready (process start → /healthz 200) with an existing bundle.

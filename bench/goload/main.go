@@ -146,17 +146,19 @@ func newClient(o options) (*client, error) {
 // it has at most one dial at a time). Everything else is the wrapped credentials'.
 type timedCreds struct {
 	credentials.TransportCredentials
-	start, end *atomic.Int64 // UnixNano
+	start, end *atomic.Pointer[time.Time] // monotonic readings, like the caller's
 }
 
 func newTimedCreds(inner credentials.TransportCredentials) *timedCreds {
-	return &timedCreds{inner, new(atomic.Int64), new(atomic.Int64)}
+	return &timedCreds{inner, new(atomic.Pointer[time.Time]), new(atomic.Pointer[time.Time])}
 }
 
 func (t *timedCreds) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	t.start.Store(time.Now().UnixNano())
+	start := time.Now()
+	t.start.Store(&start)
 	conn, ai, err := t.TransportCredentials.ClientHandshake(ctx, authority, raw)
-	t.end.Store(time.Now().UnixNano())
+	end := time.Now()
+	t.end.Store(&end)
 	return conn, ai, err
 }
 
@@ -205,7 +207,7 @@ func (s *sidecar) sign(c *client, intended time.Time) {
 	begin := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	conn := s.conn
+	conn, dialled := s.conn, begin
 	var tcp, hs, h2 time.Duration
 	if conn == nil {
 		var err error
@@ -215,11 +217,12 @@ func (s *sidecar) sign(c *client, intended time.Time) {
 			return
 		}
 		defer conn.Close()
-	}
-	dialled := time.Now()
-	if s.conn == nil {
-		hsStart, hsEnd := time.Unix(0, s.creds.start.Load()), time.Unix(0, s.creds.end.Load())
-		tcp, hs, h2 = hsStart.Sub(begin), hsEnd.Sub(hsStart), dialled.Sub(hsEnd)
+		dialled = time.Now()
+		if hsStart, hsEnd := s.creds.start.Load(), s.creds.end.Load(); hsStart != nil && hsEnd != nil {
+			tcp, hs, h2 = hsStart.Sub(begin), hsEnd.Sub(*hsStart), dialled.Sub(*hsEnd)
+		} else {
+			tcp = dialled.Sub(begin) // no handshake reading: the whole dial counts as tcp
+		}
 	}
 	var p peer.Peer
 	resp, err := sentryv1pb.NewCAClient(conn).SignCertificate(ctx, s.req, grpc.Peer(&p))
