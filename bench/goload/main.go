@@ -18,7 +18,8 @@
 // time: the client's own queue), then in mode new tcp (until the TLS handshake starts), tls (the
 // handshake, timed around the transport credentials' ClientHandshake) and h2 (until grpc-go has
 // the connection ready: the HTTP/2 prefaces), and rpc (SignCertificate). The report gives each
-// part's mean over the slowest 1 % of answers, so a tail can be told apart by where it waited.
+// part's mean over the slowest 1 % of answers and when the first and the last of them were meant
+// to be sent, so a tail can be told apart by where it waited and a stall from a spread tail.
 //
 // With -server-pid it reads the server's utime+stime from /proc/PID/stat around the timed window
 // and reports server CPU µs per certificate. -json prints one JSON object with the same fields
@@ -239,7 +240,7 @@ func (s *sidecar) sign(c *client, intended time.Time) {
 		s.t.fail("verify", fmt.Errorf("workload chain: %d certificates, %v", len(certs), err))
 		return
 	}
-	s.t.ok(parts{begin.Sub(intended), tcp, hs, h2, time.Since(dialled)}, keyExchange(p.AuthInfo))
+	s.t.ok(parts{begin.Sub(intended), tcp, hs, h2, time.Since(dialled), intended}, keyExchange(p.AuthInfo))
 }
 
 // keyExchange names the TLS version and key exchange of a call's connection. go-spiffe wraps
@@ -266,8 +267,11 @@ func classify(stage string, err error) string {
 	return stage
 }
 
-// parts is one answer's latency: late + tcp + tls + h2 + rpc.
-type parts struct{ late, tcp, tls, h2, rpc time.Duration }
+// parts is one answer's latency, late + tcp + tls + h2 + rpc, and when it was meant to be sent.
+type parts struct {
+	late, tcp, tls, h2, rpc time.Duration
+	intended                time.Time
+}
 
 func (p parts) total() time.Duration { return p.late + p.tcp + p.tls + p.h2 + p.rpc }
 
@@ -438,9 +442,13 @@ type latency struct {
 	Max float64 `json:"max_ms"`
 }
 
-// tail is the mean of each latency part over the slowest 1 % of answers (at least one).
+// tail is the mean of each latency part over the slowest 1 % of answers (at least one), and
+// when the first and the last of them were meant to be sent (seconds into the run): a short
+// span is one stall, a long one a tail spread over the run.
 type tail struct {
 	Count  int     `json:"count"`
+	FirstS float64 `json:"first_s"`
+	LastS  float64 `json:"last_s"`
 	LateMS float64 `json:"late_ms"`
 	TCPMS  float64 `json:"tcp_ms"`
 	TLSMS  float64 `json:"tls_ms"`
@@ -505,7 +513,9 @@ func newReport(o options, cars []*sidecar, elapsed time.Duration, dropped uint64
 			return ms(lat[max(0, min(i, len(lat)-1))].total())
 		}
 		r.Latency = latency{P50: at(0.5), P90: at(0.9), P99: at(0.99), Max: at(1)}
-		r.Tail = slowest(lat[len(lat)-max(1, len(lat)/100):])
+		r.Tail = slowest(lat[len(lat)-max(1, len(lat)/100):], slices.MinFunc(lat, func(a, b parts) int {
+			return a.intended.Compare(b.intended)
+		}).intended)
 	}
 	if o.serverPID != 0 {
 		s := float64(cpu1-cpu0) / 100
@@ -520,14 +530,21 @@ func newReport(o options, cars []*sidecar, elapsed time.Duration, dropped uint64
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-func slowest(lat []parts) tail {
+func slowest(lat []parts, start time.Time) tail {
 	var sum parts
+	first, last := lat[0].intended, lat[0].intended
 	for _, p := range lat {
-		sum = parts{sum.late + p.late, sum.tcp + p.tcp, sum.tls + p.tls, sum.h2 + p.h2, sum.rpc + p.rpc}
+		sum = parts{late: sum.late + p.late, tcp: sum.tcp + p.tcp, tls: sum.tls + p.tls, h2: sum.h2 + p.h2, rpc: sum.rpc + p.rpc}
+		if p.intended.Before(first) {
+			first = p.intended
+		}
+		if p.intended.After(last) {
+			last = p.intended
+		}
 	}
 	n := time.Duration(len(lat))
-	return tail{Count: len(lat), LateMS: ms(sum.late / n), TCPMS: ms(sum.tcp / n), TLSMS: ms(sum.tls / n),
-		H2MS: ms(sum.h2 / n), RPCMS: ms(sum.rpc / n)}
+	return tail{Count: len(lat), FirstS: first.Sub(start).Seconds(), LastS: last.Sub(start).Seconds(),
+		LateMS: ms(sum.late / n), TCPMS: ms(sum.tcp / n), TLSMS: ms(sum.tls / n), H2MS: ms(sum.h2 / n), RPCMS: ms(sum.rpc / n)}
 }
 
 func (r *report) print(w *os.File) {
@@ -539,7 +556,8 @@ func (r *report) print(w *os.File) {
 	fmt.Fprintf(w, "  %d certificates in %.2fs: %.0f/s, %d errors (%d dropped)\n", r.OK, r.ElapsedS, r.SignsPerS, r.Errors, r.Dropped)
 	fmt.Fprintf(w, "  latency p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms\n", r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max)
 	t := r.Tail
-	fmt.Fprintf(w, "  slowest %d on average: late %.2f + tcp %.2f + tls %.2f + h2 %.2f + rpc %.2f ms\n", t.Count, t.LateMS, t.TCPMS, t.TLSMS, t.H2MS, t.RPCMS)
+	fmt.Fprintf(w, "  slowest %d on average: late %.2f + tcp %.2f + tls %.2f + h2 %.2f + rpc %.2f ms (sent %.2f-%.2f s into the run)\n",
+		t.Count, t.LateMS, t.TCPMS, t.TLSMS, t.H2MS, t.RPCMS, t.FirstS, t.LastS)
 	for k, v := range r.KeyExchange {
 		fmt.Fprintf(w, "  key exchange %s: %d\n", k, v)
 	}
