@@ -58,17 +58,21 @@ def main():
                   "(late = the client started after the intended time; tcp = until the TLS handshake starts; tls = the client's handshake; h2 = until grpc-go has the connection ready; rpc = SignCertificate), median over rounds.\n")
             print("The last column gives each round's p99 and, in brackets, when the first and the last of its "
                   "slowest 1 % were sent (seconds into the run): a span of a fraction of a second is one stall, "
-                  "a span over the whole run a tail spread through it.\n")
-            print("| rate | server | late ms | tcp ms | tls ms | h2 ms | rpc ms | p99 ms | p99 per round [slowest 1 % sent at] |")
+                  "a span over the whole run a tail spread through it; "server ≤ N %" is the most of one core the server used in any 100 ms of the round.\n")
+            print("| rate | server | late ms | tcp ms | tls ms | h2 ms | rpc ms | p99 ms | p99 per round [slowest 1 % sent at; server's busiest 100 ms] |")
             print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
             for (_, _, _, _, _, rate, cores), by in tails:
                 for server in ("sentry-rs", "dapr"):
                     rs = [r for r in by.get(server, []) if "slowest_1pct" in r]
                     part = lambda f: med(rs, lambda r: r["slowest_1pct"][f])
                     cells = " | ".join(f"{part(f + '_ms'):.2f}" for f in ("late", "tcp", "tls", "h2", "rpc"))
-                    spans = ", ".join(f"{r['latency']['p99_ms']:.1f} [{r['slowest_1pct']['first_s']:.2f}-{r['slowest_1pct']['last_s']:.2f} s]"
-                                      if "first_s" in r["slowest_1pct"] else f"{r['latency']['p99_ms']:.1f}"
-                                      for r in sorted(rs, key=lambda r: r["round"]))
+                    def span(r):
+                        t, b = r["slowest_1pct"], r.get("server_busiest_100ms")
+                        if "first_s" not in t:
+                            return f"{r['latency']['p99_ms']:.1f}"
+                        busy = f"; server ≤ {b['share'] * 100:.0f} %" if b else ""
+                        return f"{r['latency']['p99_ms']:.1f} [{t['first_s']:.2f}-{t['last_s']:.2f} s{busy}]"
+                    spans = ", ".join(span(r) for r in sorted(rs, key=lambda r: r["round"]))
                     print(f"| {rate:.0f}/s, client on cores {cores} | {server} | {cells} | {med(rs, lambda r: r['latency']['p99_ms']):.2f} | {spans} |")
     print(f"\nMedian of {rounds} alternating rounds per cell (sentry-rs, Dapr, sentry-rs, Dapr, …). "
           "CPU ratio = Dapr's server CPU time per certificate ÷ ours (the headline; the target is ≥ 3×).")

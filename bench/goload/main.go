@@ -22,8 +22,9 @@
 // to be sent, so a tail can be told apart by where it waited and a stall from a spread tail.
 //
 // With -server-pid it reads the server's utime+stime from /proc/PID/stat around the timed window
-// and reports server CPU µs per certificate. -json prints one JSON object with the same fields
-// as sentry-load's -json (plus client, server_cpu_*, key_exchange). -strict exits 1 on any error.
+// and reports server CPU µs per certificate, and samples it every 10 ms to report the server's
+// busiest 100 ms. -json prints one JSON object with the same fields as sentry-load's -json (plus
+// client, server_cpu_*, server_busiest_100ms, key_exchange). -strict exits 1 on any error.
 package main
 
 import (
@@ -350,6 +351,7 @@ func run(o options) (*report, error) {
 	}
 	start := time.Now()
 	deadline := start.Add(o.duration)
+	watch := watchServer(o.serverPID, start, deadline)
 	var dropped uint64
 	if o.rate > 0 {
 		dropped = openLoop(c, cars, o, start, deadline)
@@ -361,7 +363,9 @@ func run(o options) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newReport(o, cars, elapsed, dropped, cpu0, cpu1), nil
+	r := newReport(o, cars, elapsed, dropped, cpu0, cpu1)
+	r.ServerBusiest = <-watch
+	return r, nil
 }
 
 func closedLoop(c *client, cars []*sidecar, o options, deadline time.Time) {
@@ -414,6 +418,57 @@ func openLoop(c *client, cars []*sidecar, o options, start, deadline time.Time) 
 	close(jobs)
 	wg.Wait()
 	return dropped.Load()
+}
+
+// busiest is the highest share of one core the server used over any 100 ms of the timed window,
+// and when that window began (seconds into the run).
+type busiest struct {
+	Share float64 `json:"share"`
+	AtS   float64 `json:"at_s"`
+}
+
+// watchServer reads the server's CPU time every 10 ms from start to deadline and sends its busiest
+// 100 ms (nil without a pid or when a reading fails): it tells a stall of the whole machine (the
+// client's own queue grows, the server is not busier) from a burst of the server's own work.
+func watchServer(pid int, start, deadline time.Time) <-chan *busiest {
+	out := make(chan *busiest, 1)
+	if pid == 0 {
+		out <- nil
+		return out
+	}
+	go func() {
+		type sample struct {
+			at    time.Duration
+			ticks int64
+		}
+		var samples []sample
+		for now := time.Now(); now.Before(deadline); now = time.Now() {
+			ticks, err := serverCPU(pid)
+			if err != nil {
+				out <- nil
+				return
+			}
+			samples = append(samples, sample{now.Sub(start), ticks})
+			time.Sleep(10 * time.Millisecond)
+		}
+		var best *busiest
+		j := 0
+		for i, a := range samples {
+			for j < len(samples) && samples[j].at-a.at < 100*time.Millisecond {
+				j++
+			}
+			if j == len(samples) {
+				break
+			}
+			b := samples[j]
+			share := float64(b.ticks-a.ticks) / 100 / (b.at - a.at).Seconds()
+			if best == nil || share > best.Share {
+				best = &busiest{share, samples[i].at.Seconds()}
+			}
+		}
+		out <- best
+	}()
+	return out
 }
 
 // serverCPU is the process's utime+stime in clock ticks (USER_HZ, 100 on Linux), or 0 without a pid.
@@ -475,6 +530,7 @@ type report struct {
 	KeyExchange    map[string]uint64 `json:"key_exchange"`
 	ServerCPUS     *float64          `json:"server_cpu_s"`
 	ServerCPUUsPer *float64          `json:"server_cpu_us_per_sign"`
+	ServerBusiest  *busiest          `json:"server_busiest_100ms"`
 }
 
 func newReport(o options, cars []*sidecar, elapsed time.Duration, dropped uint64, cpu0, cpu1 int64) *report {
@@ -566,5 +622,8 @@ func (r *report) print(w *os.File) {
 	}
 	if r.ServerCPUUsPer != nil {
 		fmt.Fprintf(w, "  server CPU %.2fs: %.0f µs per certificate\n", *r.ServerCPUS, *r.ServerCPUUsPer)
+	}
+	if b := r.ServerBusiest; b != nil {
+		fmt.Fprintf(w, "  server's busiest 100 ms: %.0f %% of a core, %.2f s into the run\n", b.Share*100, b.AtS)
 	}
 }
