@@ -58,7 +58,7 @@ def main():
                   "(late = the client started after the intended time; tcp = until the TLS handshake starts; tls = the client's handshake; h2 = until grpc-go has the connection ready; rpc = SignCertificate), median over rounds.\n")
             print("The last column gives each round's p99 and, in brackets, when the first and the last of its "
                   "slowest 1 % were sent (seconds into the run): a span of a fraction of a second is one stall, "
-                  "a span over the whole run a tail spread through it; "server ≤ N %" is the most of one core the server used in any 100 ms of the round.\n")
+                  "a span over the whole run a tail spread through it; 'server ≤ N %' is the most of one core the server used in any 100 ms of the round.\n")
             print("| rate | server | late ms | tcp ms | tls ms | h2 ms | rpc ms | p99 ms | p99 per round [slowest 1 % sent at; server's busiest 100 ms] |")
             print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
             for (_, _, _, _, _, rate, cores), by in tails:
