@@ -6,9 +6,9 @@
 //! TCP processing too.
 //!
 //! A flush only marks the bytes as due and wakes the task once more; they are written when the
-//! connection finds nothing to read for the second time in a row (h2 is then done with the turn,
-//! and has had one more poll to add what became ready meanwhile), before a shutdown, or as soon
-//! as [`MAX_BATCH`] bytes wait. Owns only the timing of writes: never reorders, drops or
+//! connection has found nothing to read [`DRY_READS`] times in a row (h2 is then done with the
+//! turn, and has had more polls to add what became ready meanwhile), before a shutdown, or as
+//! soon as [`MAX_BATCH`] bytes wait. Owns only the timing of writes: never reorders, drops or
 //! looks into the bytes.
 
 use std::io::{self, Write};
@@ -21,6 +21,13 @@ use tonic::transport::server::Connected;
 /// Most bytes held before they are written regardless (one full TLS record).
 pub const MAX_BATCH: usize = 16 * 1024;
 
+/// Dry reads in a row, with bytes held, before they are written. grpc-go clients send a PING
+/// (its bandwidth estimate) after each answer, so on a reused connection it comes in with the
+/// next request; h2 answers it at once, while the answer to the request is made by the
+/// request's own task. With two dry reads the PING ACK went out alone (2.04 writes per request
+/// at 64 reused sidecars, `strace -c`), with three it leaves with the answer (1.04).
+pub const DRY_READS: u8 = 3;
+
 /// A stream whose writes are batched until the reader runs dry.
 #[derive(Debug)]
 pub struct Batched<T> {
@@ -28,8 +35,8 @@ pub struct Batched<T> {
     out: Vec<u8>,
     /// A flush was asked for since the last one that reached `io`.
     flush_due: bool,
-    /// The reader ran dry once with bytes held: the next dry read writes them.
-    yielded: bool,
+    /// Dry reads so far with bytes held.
+    dry_reads: u8,
 }
 
 impl<T> Batched<T> {
@@ -39,7 +46,7 @@ impl<T> Batched<T> {
             io,
             out: Vec::new(),
             flush_due: false,
-            yielded: false,
+            dry_reads: 0,
         }
     }
 
@@ -132,16 +139,16 @@ impl<T: AsyncRead + AsyncWrite + Queue + Unpin> AsyncRead for Batched<T> {
     ) -> Poll<io::Result<()>> {
         let me = &mut *self;
         match Pin::new(&mut me.io).poll_read(cx, buf) {
-            Poll::Pending if !me.out.is_empty() && !me.yielded => {
-                // Nothing more to read. Come back once more before writing, as Go's HTTP/2
-                // writer yields before it flushes: what else is ready by then joins the batch.
-                me.yielded = true;
+            Poll::Pending if !me.out.is_empty() && me.dry_reads + 1 < DRY_READS => {
+                // Nothing more to read. Come back before writing, as Go's HTTP/2 writer yields
+                // before it flushes: what else is ready by then joins the batch.
+                me.dry_reads += 1;
                 cx.waker().wake_by_ref();
                 Poll::Pending
             }
             Poll::Pending => {
                 // Nothing more to read: h2 has written all it will this turn.
-                me.yielded = false;
+                me.dry_reads = 0;
                 ready!(me.poll_drain(cx))?;
                 Poll::Pending
             }
@@ -286,10 +293,15 @@ mod tests {
         assert!(b.get_ref().calls.is_empty(), "nothing written mid-turn");
         let mut space = [0u8; 16];
         let mut buf = ReadBuf::new(&mut space);
+        for _ in 1..DRY_READS {
+            assert!(Pin::new(&mut b).poll_read(&mut cx(), &mut buf).is_pending());
+            assert!(b.get_ref().calls.is_empty(), "more polls before writing");
+        }
+        // What became ready in the meantime joins the batch.
+        write(&mut b, b"+answer");
+        flush(&mut b);
         assert!(Pin::new(&mut b).poll_read(&mut cx(), &mut buf).is_pending());
-        assert!(b.get_ref().calls.is_empty(), "one more poll before writing");
-        assert!(Pin::new(&mut b).poll_read(&mut cx(), &mut buf).is_pending());
-        assert_eq!(b.get_ref().calls, [b"headers+datatrailers".to_vec()]);
+        assert_eq!(b.get_ref().calls, [b"headers+datatrailers+answer".to_vec()]);
         // Nothing more to write: another dry read writes nothing.
         assert!(Pin::new(&mut b).poll_read(&mut cx(), &mut buf).is_pending());
         assert_eq!(b.get_ref().calls.len(), 1);
