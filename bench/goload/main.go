@@ -363,7 +363,7 @@ func run(o options) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := newReport(o, cars, elapsed, dropped, cpu0, cpu1)
+	r := newReport(o, cars, start, elapsed, dropped, cpu0, cpu1)
 	r.ServerBusiest = <-watch
 	return r, nil
 }
@@ -533,7 +533,7 @@ type report struct {
 	ServerBusiest  *busiest          `json:"server_busiest_100ms"`
 }
 
-func newReport(o options, cars []*sidecar, elapsed time.Duration, dropped uint64, cpu0, cpu1 int64) *report {
+func newReport(o options, cars []*sidecar, start time.Time, elapsed time.Duration, dropped uint64, cpu0, cpu1 int64) *report {
 	r := &report{
 		Client: "goload", Addr: o.addr, KeyType: o.key, Concurrency: o.sidecars,
 		Connections: map[string]string{"new": "new", "reuse": "reused"}[o.mode],
@@ -569,9 +569,7 @@ func newReport(o options, cars []*sidecar, elapsed time.Duration, dropped uint64
 			return ms(lat[max(0, min(i, len(lat)-1))].total())
 		}
 		r.Latency = latency{P50: at(0.5), P90: at(0.9), P99: at(0.99), Max: at(1)}
-		r.Tail = slowest(lat[len(lat)-max(1, len(lat)/100):], slices.MinFunc(lat, func(a, b parts) int {
-			return a.intended.Compare(b.intended)
-		}).intended)
+		r.Tail = slowest(lat[len(lat)-max(1, len(lat)/100):], start)
 	}
 	if o.serverPID != 0 {
 		s := float64(cpu1-cpu0) / 100
