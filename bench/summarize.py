@@ -23,6 +23,15 @@ def ratio(a, b):
     return a / b if b and b == b and a == a else NAN
 
 
+def round_tail(r):
+    """One open-loop round's p99, when its slowest 1 % were sent and the server's busiest 100 ms."""
+    t, b = r["slowest_1pct"], r.get("server_busiest_100ms")
+    if "first_s" not in t:
+        return f"{r['latency']['p99_ms']:.1f}"
+    busy = f"; server ≤ {b['share'] * 100:.0f} %" if b else ""
+    return f"{r['latency']['p99_ms']:.1f} [{t['first_s']:.2f}-{t['last_s']:.2f} s{busy}]"
+
+
 def main():
     runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
     scen = OrderedDict()
@@ -66,13 +75,7 @@ def main():
                     rs = [r for r in by.get(server, []) if "slowest_1pct" in r]
                     part = lambda f: med(rs, lambda r: r["slowest_1pct"][f])
                     cells = " | ".join(f"{part(f + '_ms'):.2f}" for f in ("late", "tcp", "tls", "h2", "rpc"))
-                    def span(r):
-                        t, b = r["slowest_1pct"], r.get("server_busiest_100ms")
-                        if "first_s" not in t:
-                            return f"{r['latency']['p99_ms']:.1f}"
-                        busy = f"; server ≤ {b['share'] * 100:.0f} %" if b else ""
-                        return f"{r['latency']['p99_ms']:.1f} [{t['first_s']:.2f}-{t['last_s']:.2f} s{busy}]"
-                    spans = ", ".join(span(r) for r in sorted(rs, key=lambda r: r["round"]))
+                    spans = ", ".join(round_tail(r) for r in sorted(rs, key=lambda r: r["round"]))
                     print(f"| {rate:.0f}/s, client on cores {cores} | {server} | {cells} | {med(rs, lambda r: r['latency']['p99_ms']):.2f} | {spans} |")
     print(f"\nMedian of {rounds} alternating rounds per cell (sentry-rs, Dapr, sentry-rs, Dapr, …). "
           "CPU ratio = Dapr's server CPU time per certificate ÷ ours (the headline; the target is ≥ 3×).")
