@@ -8,6 +8,9 @@ use sentry::cli::{Command, CommandLine};
 use sentry::config::{log_options, normalize_args};
 use sentry_runtime::telemetry::logging;
 
+#[cfg(target_env = "musl")]
+mod allocator;
+
 fn operator(args: sentry::cli::CaArgs) -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let result = tokio::runtime::Builder::new_current_thread()
@@ -28,6 +31,8 @@ fn operator(args: sentry::cli::CaArgs) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    #[cfg(target_env = "musl")]
+    allocator::configure();
     let CommandLine { command, flags } = CommandLine::parse_from(normalize_args(std::env::args()));
     if let Some(Command::Ca(args)) = command {
         return operator(args);

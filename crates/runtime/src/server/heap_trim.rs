@@ -8,8 +8,8 @@
 //! request, as daprd dials; 1,000 sidecars in closed loop swing between ~500 and 1,000 open), and
 //! no request waits behind the trim's arena locks while the load lasts.
 //!
-//! Other C libraries (the static musl image) return freed memory themselves: there the count is
-//! kept and the trim does nothing. Owns only the open-connection count and the trim; what a
+//! The static musl image allocates through mimalloc, set by the binary to return freed pages
+//! itself: there the count is kept and the trim does nothing. Owns only the open-connection count and the trim; what a
 //! connection holds is [`super::conn_limit`]'s.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
