@@ -1,6 +1,6 @@
 //! The heap allocator of the static musl image (`scripts/image`), which is what Dapr's Helm chart
 //! runs. musl's own malloc serialises the runtime's threads on its locks and keeps no per-thread
-//! caches: the same build cost 14-32 % more CPU per certificate on musl than on glibc. mimalloc
+//! caches: the same build cost 14-41 % more CPU per certificate on musl than on glibc. mimalloc
 //! takes its place there, and is told to hand freed pages back to the kernel at once, so that the
 //! memory a burst of 1,000 connections held is returned when it closes, as glibc's build does
 //! after [`sentry_runtime::server::heap_trim`] (docs/PERFORMANCE.md, *The image's allocator*).
