@@ -9,8 +9,8 @@
 //! no request waits behind the trim's arena locks while the load lasts.
 //!
 //! The static musl image allocates through mimalloc, set by the binary to return freed pages
-//! itself: there the count is kept and the trim does nothing. Owns only the open-connection count and the trim; what a
-//! connection holds is [`super::conn_limit`]'s.
+//! itself: there the count is kept and the trim does nothing. Owns only the open-connection count
+//! and the trim; what a connection holds is [`super::conn_limit`]'s.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
