@@ -78,6 +78,10 @@ cleanup() {
 }
 trap cleanup EXIT
 if [[ -n $HALT_POLL_NS ]]; then
+  if [[ ! -w $halt_poll ]]; then
+    echo "HALT_POLL_NS: $halt_poll is not writable here (not a haltpoll VM guest, or not root)" >&2
+    exit 1
+  fi
   halt_poll_was=$(cat "$halt_poll")
   echo "$HALT_POLL_NS" >"$halt_poll"
   echo "guest_halt_poll_ns $HALT_POLL_NS for this run (was $halt_poll_was)"
