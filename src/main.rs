@@ -10,6 +10,8 @@ use sentry_runtime::telemetry::logging;
 
 #[cfg(target_env = "musl")]
 mod allocator;
+#[cfg(all(target_arch = "x86_64", any(test, target_env = "musl")))]
+mod mem_copy;
 
 fn operator(args: sentry::cli::CaArgs) -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
